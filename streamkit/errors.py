@@ -1,0 +1,231 @@
+"""The exceptions streamkit raises.
+
+```
+StreamkitError
+├── APIError                     message, body, code, type, param
+│   ├── APIStatusError           status_code, headers
+│   │   ├── BadRequestError          400
+│   │   ├── AuthenticationError      401
+│   │   ├── PermissionDeniedError    403
+│   │   ├── NotFoundError            404
+│   │   ├── RateLimitError           429
+│   │   └── InternalServerError      5xx
+│   └── StreamAPIError           an error sent inside the stream; .partial
+├── TransportError               ConnectError, ReadError (.partial)
+│   └── TimeoutError             ConnectTimeout, FirstTokenTimeout, IdleTimeout, TotalTimeout
+│                                (each also a builtins.TimeoutError)
+└── ProtocolError
+    ├── SSEProtocolError         an event or line over the size bound
+    ├── UnexpectedContentType    a 2xx stream answer that is not text/event-stream; .raw
+    ├── ChunkDecodeError         data that is not a valid chunk (also ValueError); .raw, .partial
+    └── IncompleteStreamError    the body ended before the stream was complete; .partial
+```
+
+Every error carries `.partial`: the `ChatCompletion` or `Completion` accumulated before it was raised, or
+None when nothing had been received. Errors about one bad event carry `.raw`, the event's text.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streamkit.types import ChatCompletion, Completion
+
+__all__ = [
+    "APIError",
+    "APIStatusError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ChunkDecodeError",
+    "ConnectError",
+    "ConnectTimeout",
+    "FirstTokenTimeout",
+    "IdleTimeout",
+    "IncompleteStreamError",
+    "InternalServerError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "RateLimitError",
+    "ReadError",
+    "SSEProtocolError",
+    "StreamAPIError",
+    "StreamkitError",
+    "TimeoutError",
+    "TotalTimeout",
+    "TransportError",
+    "UnexpectedContentType",
+    "status_error_class",
+]
+
+
+class StreamkitError(Exception):
+    """The base of every exception streamkit raises."""
+
+    def __init__(self, message: str, *, partial: ChatCompletion | Completion | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.partial = partial
+
+
+class APIError(StreamkitError):
+    """An error the API reported, with OpenAI's `message`, `type`, `code` and `param`."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        body: object = None,
+        code: str | None = None,
+        type: str | None = None,
+        param: str | None = None,
+        partial: ChatCompletion | Completion | None = None,
+    ) -> None:
+        super().__init__(message, partial=partial)
+        self.body = body
+        self.code = code
+        self.type = type
+        self.param = param
+
+
+class APIStatusError(APIError):
+    """The API answered with a non-2xx status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        headers: Mapping[str, str] | None = None,
+        body: object = None,
+        code: str | None = None,
+        type: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message, body=body, code=code, type=type, param=param)
+        self.status_code = status_code
+        self.headers: Mapping[str, str] = headers if headers is not None else {}
+
+
+class BadRequestError(APIStatusError):
+    """400."""
+
+
+class AuthenticationError(APIStatusError):
+    """401."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403."""
+
+
+class NotFoundError(APIStatusError):
+    """404."""
+
+
+class RateLimitError(APIStatusError):
+    """429."""
+
+
+class InternalServerError(APIStatusError):
+    """5xx."""
+
+
+_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    429: RateLimitError,
+}
+
+
+def status_error_class(status_code: int) -> type[APIStatusError]:
+    """The most specific `APIStatusError` subclass for an HTTP status."""
+    if status_code >= 500:
+        return InternalServerError
+    return _STATUS_CLASSES.get(status_code, APIStatusError)
+
+
+class StreamAPIError(APIError):
+    """The server sent an error inside a stream that had started."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        raw: str = "",
+        body: object = None,
+        code: str | None = None,
+        type: str | None = None,
+        param: str | None = None,
+        partial: ChatCompletion | Completion | None = None,
+    ) -> None:
+        super().__init__(message, body=body, code=code, type=type, param=param, partial=partial)
+        self.raw = raw
+
+
+class TransportError(StreamkitError):
+    """The connection failed: it could not be opened, or broke while reading."""
+
+
+class ConnectError(TransportError):
+    """The connection could not be opened."""
+
+
+class ReadError(TransportError):
+    """The connection broke while the response was read."""
+
+
+class TimeoutError(TransportError, builtins.TimeoutError):
+    """A time limit of `streamkit.Timeout` passed."""
+
+
+class ConnectTimeout(TimeoutError):
+    """The connection was not open within `Timeout.connect`."""
+
+
+class FirstTokenTimeout(TimeoutError):
+    """No token-carrying chunk arrived within `Timeout.first_token` of sending the request."""
+
+
+class IdleTimeout(TimeoutError):
+    """Nothing arrived for `Timeout.idle` seconds."""
+
+
+class TotalTimeout(TimeoutError):
+    """The whole call, retries included, took longer than `Timeout.total`."""
+
+
+class ProtocolError(StreamkitError):
+    """The server broke the protocol."""
+
+
+class SSEProtocolError(ProtocolError):
+    """A line or event of the event stream exceeded the decoder's size bound."""
+
+
+class UnexpectedContentType(ProtocolError):
+    """A 2xx stream answer was not `text/event-stream`; `.raw` holds the start of its body."""
+
+    def __init__(self, message: str, *, content_type: str, raw: str = "") -> None:
+        super().__init__(message)
+        self.content_type = content_type
+        self.raw = raw
+
+
+class ChunkDecodeError(ProtocolError, ValueError):
+    """An event's data is not a valid chunk; `.raw` holds the data."""
+
+    def __init__(
+        self, message: str, *, raw: str = "", partial: ChatCompletion | Completion | None = None
+    ) -> None:
+        super().__init__(message, partial=partial)
+        self.raw = raw
+
+
+class IncompleteStreamError(ProtocolError):
+    """The stream ended, or was closed, before it was complete."""

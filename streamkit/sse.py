@@ -1,0 +1,238 @@
+"""A sans-I/O decoder for `text/event-stream`, exactly as WHATWG HTML §9.2.6 specifies it.
+
+Feed it bytes as they arrive; it returns the events each read completes:
+
+    decoder = SSEDecoder()
+    for chunk in body:
+        for event in decoder.feed(chunk):
+            ...
+    decoder.close()            # end of input: an unterminated event is discarded
+
+The rules, quoted from the spec where the code applies them, are listed in shared/SSE.md. Any chunking of the
+same bytes gives the same events, and an event is returned by the `feed` call that delivers its blank line.
+
+The decoder finds line ends in the bytes and decodes the complete lines of each read at once. That is exact
+because the bytes it splits on, CR and LF, are ASCII and so never occur inside a multi-byte UTF-8 sequence:
+decoding a piece that ends at one of them gives the same characters (and the same U+FFFD replacements) as
+decoding the whole stream at once.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from streamkit.errors import SSEProtocolError
+
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEDecoder", "ServerSentEvent"]
+
+# An LLM chunk is well under 1 KiB and even a large tool-call or logprobs chunk stays under 100 KiB, so 16 MiB
+# only stops a broken or hostile server from making the client buffer without end.
+DEFAULT_MAX_EVENT_SIZE = 16 * 1024 * 1024
+
+_BOM = b"\xef\xbb\xbf"
+
+
+class ServerSentEvent(msgspec.Struct, frozen=True, gc=False):
+    """One dispatched event: its type, its data, and the last event ID at the time it was dispatched."""
+
+    data: str
+    event: str = "message"
+    id: str = ""
+
+
+class SSEDecoder:
+    """Turns the bytes of an event stream into `ServerSentEvent`s (no I/O of its own).
+
+    `last_event_id` and `retry` (the reconnection time in ms last set by a valid `retry:` line, else None)
+    follow the spec. A line, or an event's data, longer than `max_event_size` bytes raises `SSEProtocolError`,
+    so memory stays bounded whatever the server sends.
+    """
+
+    __slots__ = (
+        "_after_cr",
+        "_between_events",
+        "_clean",
+        "_data",
+        "_data_size",
+        "_event",
+        "_head",
+        "_id",
+        "_line",
+        "_line_size",
+        "_started",
+        "last_event_id",
+        "max_event_size",
+        "retry",
+    )
+
+    def __init__(self, max_event_size: int = DEFAULT_MAX_EVENT_SIZE) -> None:
+        if max_event_size < 1:
+            raise ValueError("max_event_size must be positive")
+        self.max_event_size = max_event_size
+        self.last_event_id = ""
+        self.retry: int | None = None
+        self._started = False  # True once the leading BOM, if any, is stripped
+        self._head = b""  # the first bytes, held while they may still be a split BOM
+        self._after_cr = False  # the last chunk ended with CR: a leading LF in the next one is its pair
+        self._line: list[bytes] = []  # pieces of the line that has no end yet
+        self._line_size = 0
+        self._data: list[str] = []  # the data buffer, one item per `data` line
+        self._data_size = 0
+        self._event = ""  # the event type buffer
+        self._id = ""  # the last event ID buffer
+        self._between_events = True  # the last line was blank: no buffer pending, last_event_id == _id
+        self._clean = False  # between events, and no bytes held back (line, CR or BOM): the fastest path
+
+    def feed(self, data: bytes) -> list[ServerSentEvent]:
+        """Take the next bytes of the stream; return the events they complete, in order.
+
+        Raises `SSEProtocolError` when a line or an event's data grows past `max_event_size`.
+        """
+        if (
+            self._clean
+            and data[:6] == b"data: "
+            and data.find(b"\n") == len(data) - 2
+            and data[-1:] == b"\n"
+            and data.find(b"\r") < 0
+            and len(data) <= self.max_event_size
+        ):
+            # The fastest path: a read that holds exactly one event of one `data: ` line, as a live LLM
+            # stream delivers them. At an event boundary no buffer is pending and the last event ID already
+            # equals the ID buffer, so dispatching needs no other state.
+            return [ServerSentEvent(data[6:-2].decode("utf-8", "replace"), "message", self._id)]
+        events = self._feed(data)
+        self._clean = self._between_events and self._started and not self._after_cr and not self._line
+        return events
+
+    def _feed(self, data: bytes) -> list[ServerSentEvent]:
+        if not data:
+            return []
+        if not self._started:
+            # "The UTF-8 decode algorithm strips one leading UTF-8 Byte Order Mark (BOM), if any."
+            head = self._head + data
+            if len(head) < len(_BOM) and _BOM.startswith(head):
+                self._head = head
+                return []
+            self._started = True
+            self._head = b""
+            data = head[len(_BOM) :] if head.startswith(_BOM) else head
+        if self._after_cr:
+            self._after_cr = False
+            if data[:1] == b"\n":
+                data = data[1:]
+        if data.find(b"\r") >= 0:
+            # Lines end at "a U+000D CARRIAGE RETURN U+000A LINE FEED (CRLF) character pair, a single U+000A
+            # LINE FEED (LF) character not preceded by a U+000D CARRIAGE RETURN (CR) character, and a single
+            # U+000D CARRIAGE RETURN (CR) character not followed by a U+000A LINE FEED (LF) character".
+            # A CR at the end of the read ends its line now; `_after_cr` swallows the LF that may follow.
+            self._after_cr = data[-1:] == b"\r"
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        limit = self.max_event_size
+        end = data.rfind(b"\n") + 1  # what follows the last LF is a line with no end yet
+        if self._line:
+            if not end:
+                self._line.append(data)
+                self._line_size += len(data)
+                if self._line_size > limit:
+                    self._fail("a line")
+                return []
+            end += self._line_size
+            self._line.append(data)
+            data = b"".join(self._line)
+            self._line = []
+        elif not end:
+            if len(data) > limit:
+                self._fail("a line")
+            self._line.append(data)
+            self._line_size = len(data)
+            return []
+        if end < len(data):
+            self._line.append(data[end:])
+            self._line_size = len(data) - end
+            data = data[:end]
+        else:
+            self._line_size = 0
+        if self._line_size > limit or (len(data) > limit and max(map(len, data.split(b"\n"))) > limit):
+            self._fail("a line")
+        lines = data.decode("utf-8", "replace").split("\n")
+        lines.pop()  # the empty string after the last LF
+        if self._between_events and not any(lines[1::2]):
+            # The fast path, for a read that holds whole events of one `data: ` line each: the shape of nearly
+            # every LLM chunk. At an event boundary no buffer is pending and the last event ID already equals
+            # the ID buffer, so the lines need no further state.
+            id = self._id
+            events = [ServerSentEvent(line[6:], "message", id) for line in lines[::2] if line[:6] == "data: "]
+            if 2 * len(events) == len(lines):
+                return events
+        return self._process(lines)
+
+    def close(self) -> list[ServerSentEvent]:
+        """Mark the end of the input. Returns no events: per the spec, "if the file ends in the middle of
+        an event, before the final empty line, the incomplete event is not dispatched"."""
+        self._line = []
+        self._line_size = 0
+        self._data = []
+        self._data_size = 0
+        self._event = ""
+        self._head = b""
+        self._between_events = True
+        self._clean = self._started
+        return []
+
+    def _process(self, lines: list[str]) -> list[ServerSentEvent]:
+        """Apply the line rules to complete lines (without their line ends); return the events dispatched."""
+        self._between_events = not lines[-1]
+        events: list[ServerSentEvent] = []
+        data = self._data
+        for line in lines:
+            if not line:
+                # "If the line is empty (a blank line): Dispatch the event."
+                # "Set the last event ID string of the event source to the value of the last event ID
+                # buffer. The buffer does not get reset, so the last event ID string of the event source
+                # remains set to this value until the next time it is set by the server."
+                self.last_event_id = self._id
+                if data:
+                    text = data[0] if len(data) == 1 else "\n".join(data)
+                    events.append(ServerSentEvent(text, self._event or "message", self._id))
+                    data.clear()
+                    self._data_size = 0
+                # "If the data buffer is an empty string, set the data buffer and the event type buffer to
+                # the empty string and return."
+                self._event = ""
+                continue
+            # "If the line starts with a U+003A COLON character (:) Ignore the line." A comment lands below
+            # as a field with the empty name, which is ignored. "If the line contains a U+003A COLON
+            # character (:) Collect the characters on the line before the first U+003A COLON character (:),
+            # and let field be that string. Collect the characters on the line after the first U+003A COLON
+            # character (:), and let value be that string. If value starts with a U+0020 SPACE character,
+            # remove it from value." Without a colon, the whole line is the field name and value is empty.
+            name, _, value = line.partition(":")
+            if value[:1] == " ":
+                value = value[1:]
+            if name == "data":
+                # The data buffer is kept as a list of lines, joined with LF at dispatch: the same as
+                # appending value and LF, then removing the last LF.
+                self._data_size += len(value) + 1
+                if self._data_size > self.max_event_size:
+                    self._fail("an event")
+                data.append(value)
+            elif name == "event":
+                self._event = value
+            elif name == "id":
+                # "If the field value does not contain U+0000 NULL, then set the last event ID buffer to the
+                # field value. Otherwise, ignore the field."
+                if "\0" not in value:
+                    self._id = value
+            elif name == "retry":
+                # "If the field value consists of only ASCII digits, then interpret the field value as an
+                # integer in base ten, and set the event stream's reconnection time to that integer.
+                # Otherwise, ignore the field."
+                if value.isascii() and value.isdigit():
+                    self.retry = int(value)
+            # "Otherwise: The field is ignored."
+        return events
+
+    def _fail(self, what: str) -> None:
+        size = self.max_event_size
+        self.close()
+        raise SSEProtocolError(f"{what} of the event stream exceeds max_event_size ({size} bytes)")
