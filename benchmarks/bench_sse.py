@@ -178,6 +178,23 @@ def aggregate_openai(events: list[bytes]) -> float:
     return time.perf_counter() - start
 
 
+def scaling() -> dict[str, dict[int, float]]:
+    """Nanoseconds per byte to decode one event of growing size: flat figures mean linear time."""
+    result: dict[str, dict[int, float]] = {"bytewise": {}, "4 KiB reads": {}}
+    for label, sizes, read in (
+        ("bytewise", (16_384, 65_536, 262_144), 1),
+        ("4 KiB reads", (1 << 20, 1 << 24), 4096),
+    ):
+        for size in sizes:
+            lines = b"data: " + b"z" * 1000 + b"\n"
+            stream = lines * (size // len(lines)) + b"\n"
+            chunks = split_every(stream, read)
+            start = time.perf_counter()
+            assert run_streamkit(chunks) == 1
+            result[label][size] = (time.perf_counter() - start) / len(stream) * 1e9
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -213,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     theirs = statistics.median(aggregate_openai(few) for _ in range(max(1, args.rounds // 2)))
     per_chunk = {"streamkit": ours / len(reads) * 1e6, "openai": theirs / len(few) * 1e6}
     results["decode + aggregate, us per chunk"] = per_chunk
+    linear = scaling()
+    results["ns per byte by event size"] = linear
 
     if args.json:
         print(json.dumps(results, indent=2))
@@ -231,6 +250,9 @@ def main(argv: list[str] | None = None) -> None:
         f"\ndecode + aggregate into a ChatCompletion: streamkit {per_chunk['streamkit']:.2f} us/chunk,"
         f" openai {per_chunk['openai']:.1f} us/chunk ({per_chunk['openai'] / per_chunk['streamkit']:.0f}x)"
     )
+    print("\none event of growing size (1000-byte lines), ns per byte; flat means linear time:")
+    for label, row in linear.items():
+        print(f"  {label:12} " + "  ".join(f"{size >> 10:>6} KiB: {ns:6.1f}" for size, ns in row.items()))
 
 
 if __name__ == "__main__":
