@@ -1,0 +1,163 @@
+"""Timing and fault settings of the built-in server, and their `name=value,...` syntax.
+
+The same syntax serves the command line (`streamkit serve --timing ... --fault ...`) and a single request
+(the `x-streamkit-timing` and `x-streamkit-fault` headers), so one server can play many test cases.
+
+Timing: `ttft=S` (seconds before the first token), `itl=S` (seconds per token) or `tps=N` (tokens per second),
+`tokens_per_chunk=N`, `jitter=F` (each wait is scaled by a random factor in [1-F, 1+F]), `tokens=N` (the
+natural length of an answer).
+
+Faults:
+
+| fault | what the server does |
+| --- | --- |
+| `drop=K` | aborts the connection after K chunks |
+| `truncate=K` | ends the body cleanly after K chunks: no finish_reason, no `[DONE]` |
+| `no_done` | sends every chunk, then ends without `data: [DONE]` |
+| `stall_head=S` | waits S seconds before the response head |
+| `stall=K:S` | waits S seconds after K chunks |
+| `error=FORM` | after `error_after=K` chunks (default 1), sends an error in FORM `object` |
+| | (`data: {"error": {...}}`), `string` (`data: {"error": "..."}`) or `event` (`event: error`), and ends |
+| `status=CODE` | answers CODE with an OpenAI error body for the first `fail_times=K` attempts |
+| | (default 1), then serves normally; attempts are counted per `key=...` (default: the fault string) |
+| `retry_after=S`, `retry_after_ms=MS` | headers sent with `status` |
+| `html` | answers 200 with an HTML page |
+| `malformed=K` | after K chunks, sends data that is not valid JSON, and ends |
+| `framing=END` | the line ends used: `lf`, `crlf` or `cr` |
+| `bom` | starts the body with a UTF-8 BOM |
+| `keepalive=S` | sends a `: keep-alive` comment every S seconds of waiting |
+| `ping=S` | sends an `event: ping` event every S seconds of waiting |
+| `split=N` | writes every event in pieces of N bytes (so a piece can end inside a UTF-8 sequence) |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+__all__ = ["Faults", "Timing"]
+
+_ERROR_FORMS = ("object", "string", "event")
+_FRAMINGS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
+
+
+def _pairs(spec: str) -> list[tuple[str, str | None]]:
+    pairs: list[tuple[str, str | None]] = []
+    for item in spec.replace(";", ",").split(","):
+        item = item.strip()
+        if item:
+            name, eq, value = item.partition("=")
+            pairs.append((name.strip(), value.strip() if eq else None))
+    return pairs
+
+
+def _number(name: str, value: str | None, kind: type[int] | type[float]) -> float:
+    if value is None:
+        raise ValueError(f"{name} needs a value")
+    try:
+        number = kind(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not a valid {kind.__name__}") from None
+    if number < 0:
+        raise ValueError(f"{name} must not be negative")
+    return number
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How fast the scripted model answers."""
+
+    ttft: float = 0.0
+    itl: float = 0.0
+    tokens_per_chunk: int = 1
+    jitter: float = 0.0
+    tokens: int = 16
+
+    @classmethod
+    def parse(cls, spec: str, base: Timing | None = None) -> Timing:
+        """Settings from `spec` over those of `base`. Raises ValueError on an unknown name or bad value."""
+        timing = base or cls()
+        changes: dict[str, float] = {}
+        for name, value in _pairs(spec):
+            if name == "tps":
+                tps = _number(name, value, float)
+                changes["itl"] = 1 / tps if tps else 0.0
+            elif name in ("ttft", "itl", "jitter"):
+                changes[name] = _number(name, value, float)
+            elif name in ("tokens_per_chunk", "tokens"):
+                changes[name] = int(_number(name, value, int))
+            else:
+                raise ValueError(f"unknown timing setting {name!r}")
+        timing = dataclasses.replace(timing, **changes)  # type: ignore[arg-type]
+        if timing.tokens_per_chunk < 1:
+            raise ValueError("tokens_per_chunk must be at least 1")
+        if timing.jitter > 1:
+            raise ValueError("jitter must be at most 1")
+        return timing
+
+
+@dataclass(frozen=True)
+class Faults:
+    """How the server misbehaves; the default misbehaves in no way."""
+
+    drop: int | None = None
+    truncate: int | None = None
+    no_done: bool = False
+    stall_head: float = 0.0
+    stall: tuple[int, float] | None = None
+    error: str | None = None
+    error_after: int = 1
+    status: int | None = None
+    fail_times: int = 1
+    retry_after: str | None = None
+    retry_after_ms: str | None = None
+    key: str = ""
+    html: bool = False
+    malformed: int | None = None
+    framing: str = "lf"
+    bom: bool = False
+    keepalive: float | None = None
+    ping: float | None = None
+    split: int | None = None
+
+    @property
+    def line_end(self) -> bytes:
+        return _FRAMINGS[self.framing]
+
+    @classmethod
+    def parse(cls, spec: str) -> Faults:
+        """Faults from `spec`. Raises ValueError on an unknown name or bad value."""
+        changes: dict[str, object] = {"key": spec}
+        for name, value in _pairs(spec):
+            if name in ("no_done", "html", "bom"):
+                changes[name] = True
+            elif name in ("drop", "truncate", "malformed", "error_after", "fail_times"):
+                changes[name] = int(_number(name, value, int))
+            elif name == "split":
+                changes[name] = max(1, int(_number(name, value, int)))
+            elif name in ("stall_head", "keepalive", "ping"):
+                changes[name] = _number(name, value, float)
+            elif name == "stall":
+                after, _, seconds = (value or "").partition(":")
+                changes[name] = (int(_number(name, after, int)), _number(name, seconds, float))
+            elif name == "status":
+                status = int(_number(name, value, int))
+                if not 400 <= status <= 599:
+                    raise ValueError("status must be a 4xx or 5xx code")
+                changes[name] = status
+            elif name in ("retry_after", "retry_after_ms", "key"):
+                changes[name] = value or ""
+            elif name == "error":
+                if value not in _ERROR_FORMS:
+                    raise ValueError(f"error must be one of {', '.join(_ERROR_FORMS)}")
+                changes[name] = value
+            elif name == "framing":
+                if value not in _FRAMINGS:
+                    raise ValueError(f"framing must be one of {', '.join(_FRAMINGS)}")
+                changes[name] = value
+            else:
+                raise ValueError(f"unknown fault {name!r}")
+        for name in ("keepalive", "ping"):
+            if changes.get(name) == 0:
+                raise ValueError(f"{name} must be positive")
+        return dataclasses.replace(cls(), **changes)  # type: ignore[arg-type]
