@@ -102,9 +102,10 @@ def _check_type(body: dict[str, Any], name: str, *kinds: type) -> Any:
     ) or (float in kinds and isinstance(value, int) and not isinstance(value, bool))
     if not ok:
         expected = " or ".join(_TYPE_NAMES[k] for k in kinds)
+        got = _TYPE_NAMES.get(type(value), "null")
         raise RequestError(
             400,
-            f"Invalid type for '{name}': expected {expected}, but got {type(value).__name__}.",
+            f"Invalid type for '{name}': expected {expected}, but got {got}.",
             name,
             "invalid_type",
         )
