@@ -1,6 +1,9 @@
 """streamkit: a fast, spec-exact async streaming client for OpenAI-compatible LLM APIs."""
 
+from streamkit._version import __version__
 from streamkit.aggregate import ChatCompletionAccumulator, CompletionAccumulator
+from streamkit.client import AsyncClient, ChatParams, CompletionParams, Timeout
+from streamkit.conversation import Conversation
 from streamkit.errors import (
     APIError,
     APIStatusError,
@@ -27,6 +30,7 @@ from streamkit.errors import (
     UnexpectedContentType,
 )
 from streamkit.sse import ServerSentEvent, SSEDecoder
+from streamkit.streams import ChatCompletionStream, CompletionStream, StreamMetrics
 from streamkit.types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -48,17 +52,18 @@ from streamkit.types import (
     Usage,
 )
 
-__version__ = "0.1.0"
-
 __all__ = [
     "APIError",
     "APIStatusError",
+    "AsyncClient",
     "AuthenticationError",
     "BadRequestError",
     "ChatCompletion",
     "ChatCompletionAccumulator",
     "ChatCompletionChunk",
     "ChatCompletionMessage",
+    "ChatCompletionStream",
+    "ChatParams",
     "Choice",
     "ChoiceDelta",
     "ChoiceLogprobs",
@@ -69,9 +74,12 @@ __all__ = [
     "CompletionChoice",
     "CompletionChunk",
     "CompletionLogprobs",
+    "CompletionParams",
+    "CompletionStream",
     "CompletionTokensDetails",
     "ConnectError",
     "ConnectTimeout",
+    "Conversation",
     "FirstTokenTimeout",
     "FunctionCall",
     "IdleTimeout",
@@ -87,7 +95,9 @@ __all__ = [
     "SSEProtocolError",
     "ServerSentEvent",
     "StreamAPIError",
+    "StreamMetrics",
     "StreamkitError",
+    "Timeout",
     "TimeoutError",
     "TokenLogprob",
     "ToolCall",

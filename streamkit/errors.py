@@ -22,7 +22,8 @@ StreamkitError
 ```
 
 Every error carries `.partial`: the `ChatCompletion` or `Completion` accumulated before it was raised, or
-None when nothing had been received. Errors about one bad event carry `.raw`, the event's text.
+None when it was raised before the response started. Errors about one bad event carry `.raw`, the event's
+text.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ __all__ = [
     "TotalTimeout",
     "TransportError",
     "UnexpectedContentType",
+    "api_error_fields",
     "status_error_class",
 ]
 
@@ -148,6 +150,19 @@ def status_error_class(status_code: int) -> type[APIStatusError]:
     if status_code >= 500:
         return InternalServerError
     return _STATUS_CLASSES.get(status_code, APIStatusError)
+
+
+def api_error_fields(body: object) -> tuple[str | None, str | None, str | None, str | None]:
+    """`message`, `type`, `code` and `param` of an error body in any of the shapes servers send:
+    `{"error": {...}}`, `{"error": "text"}`, the error object alone, or plain text."""
+    error = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(error, str):
+        return error, None, None, None
+    if not isinstance(error, dict):
+        return None, None, None, None
+    fields = (error.get(name) for name in ("message", "type", "code", "param"))
+    message, type, code, param = (None if value is None else str(value) for value in fields)
+    return message, type, code, param
 
 
 class StreamAPIError(APIError):

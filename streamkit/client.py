@@ -1,0 +1,458 @@
+"""`AsyncClient`: requests, retries and time limits, over a transport; streams come back as typed iterators.
+
+    async with streamkit.AsyncClient() as client:                 # OPENAI_API_KEY, OPENAI_BASE_URL
+        stream = await client.chat.completions.create(model="m", messages=[...], stream=True)
+        async for text in stream.text_deltas():
+            print(text, end="", flush=True)
+
+Retries happen only before a 2xx response head has arrived: after a connection error, or a 408, 409, 429 or
+5xx answer. The wait is full-jitter exponential backoff (0.5 s doubling up to 8 s), or what the server asks in
+`retry-after-ms` or `Retry-After`, up to 60 s; a server that asks for longer gets its error raised at once.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Literal, TypedDict, Unpack, cast, overload
+from urllib.parse import urlencode
+
+import anyio
+import msgspec
+import sniffio
+
+from streamkit._version import __version__
+from streamkit.errors import (
+    APIStatusError,
+    ConnectError,
+    ConnectTimeout,
+    ReadError,
+    StreamkitError,
+    TotalTimeout,
+    UnexpectedContentType,
+    api_error_fields,
+    status_error_class,
+)
+from streamkit.streams import ChatCompletionStream, CompletionStream, StreamMetrics
+from streamkit.transports.base import Request, Response, Transport
+from streamkit.types import ChatCompletion, Completion
+
+__all__ = ["DEFAULT_BASE_URL", "AsyncClient", "ChatParams", "CompletionParams", "Timeout"]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+RETRY_STATUSES = frozenset({408, 409, 429})
+BACKOFF_START = 0.5  # seconds before the first retry, at most (full jitter)
+BACKOFF_CAP = 8.0
+RETRY_AFTER_CAP = 60.0  # a server asking for a longer wait gets its error raised instead
+# An error body or a page sent in place of a stream is read this far: enough for any JSON error, and for the
+# start of an HTML page to say what sent it.
+ERROR_BODY_LIMIT = 64 * 1024
+RAW_PREVIEW = 1024
+
+
+@dataclass(frozen=True)
+class Timeout:
+    """Time limits, in seconds; None means no limit.
+
+    - `connect`: opening a connection.
+    - `first_token`: from sending a request to its first token-carrying chunk (streams only).
+    - `idle`: the longest silence between two reads, the wait for the response head included; comments and
+      pings count as activity.
+    - `total`: the whole call, retries and the stream's body included.
+
+    Each raises its own subclass of `streamkit.TimeoutError`, itself a `builtins.TimeoutError`.
+    """
+
+    connect: float | None = 5.0
+    first_token: float | None = None
+    idle: float | None = 60.0
+    total: float | None = None
+
+
+class _RequestOptions(TypedDict, total=False):
+    extra_body: Mapping[str, object]
+    """Fields added to the JSON body, over the named parameters."""
+    extra_headers: Mapping[str, str]
+    extra_query: Mapping[str, str]
+    timeout: Timeout
+    """Time limits for this request, in place of the client's."""
+
+
+class _SamplingParams(_RequestOptions, total=False):
+    temperature: float | None
+    top_p: float | None
+    n: int | None
+    stop: str | Sequence[str] | None
+    max_tokens: int | None
+    presence_penalty: float | None
+    frequency_penalty: float | None
+    logit_bias: Mapping[str, float] | None
+    seed: int | None
+    stream_options: Mapping[str, object] | None
+    user: str | None
+
+
+class ChatParams(_SamplingParams, total=False):
+    """The parameters of `chat.completions.create` beside `model`, `messages` and `stream`. None leaves a
+    parameter out of the request."""
+
+    max_completion_tokens: int | None
+    logprobs: bool | None
+    top_logprobs: int | None
+    tools: Sequence[Mapping[str, object]] | None
+    tool_choice: str | Mapping[str, object] | None
+    parallel_tool_calls: bool | None
+    response_format: Mapping[str, object] | None
+    reasoning_effort: str | None
+    service_tier: str | None
+    metadata: Mapping[str, str] | None
+    store: bool | None
+
+
+class CompletionParams(_SamplingParams, total=False):
+    """The parameters of `completions.create` beside `model`, `prompt` and `stream`. None leaves a parameter
+    out of the request."""
+
+    suffix: str | None
+    echo: bool | None
+    best_of: int | None
+    logprobs: int | None
+
+
+_OPTION_NAMES = frozenset(_RequestOptions.__annotations__)
+
+
+class AsyncClient:
+    """A client for an OpenAI-compatible API. Use it as an async context manager, or call `aclose()`.
+
+    `api_key` defaults to `OPENAI_API_KEY`, and `base_url` to `OPENAI_BASE_URL`, then the OpenAI API. With no
+    key, no `Authorization` header is sent (local servers need none). `transport` is `"aiohttp"` (asyncio
+    only), `"httpx"` (asyncio or trio), or any `streamkit.transports.Transport`. One client serves any number
+    of concurrent requests over one pool of connections, with no cap on their number.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        transport: Literal["aiohttp", "httpx"] | Transport = "aiohttp",
+        timeout: Timeout = Timeout(),
+        max_retries: int = 2,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY") or None
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self._transport_name = transport if isinstance(transport, str) else type(transport).__name__
+        self._transport = _make_transport(transport)
+        headers = {"User-Agent": f"streamkit/{__version__}", "Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        headers.update(default_headers or {})
+        self._headers = headers
+        self.chat = _Chat(self)
+        self.completions = Completions(self)
+
+    def __repr__(self) -> str:
+        return f"AsyncClient(base_url={self.base_url!r}, transport={self._transport_name!r})"
+
+    async def aclose(self) -> None:
+        """Close the pooled connections. Idempotent."""
+        await self._transport.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _redact(self, text: str) -> str:
+        key = self._api_key
+        return text.replace(key, "***") if key and key in text else text
+
+    def _build(
+        self, path: str, body: dict[str, object], options: _RequestOptions, stream: bool
+    ) -> tuple[Request, Timeout]:
+        timeout = options.get("timeout", self.timeout)
+        body = {k: v for k, v in body.items() if v is not None}
+        body.update(options.get("extra_body", {}))
+        url = f"{self.base_url}{path}"
+        if "extra_query" in options:
+            url = f"{url}?{urlencode(options['extra_query'])}"
+        headers = dict(self._headers)
+        if stream:
+            headers["Accept"] = "text/event-stream"
+        headers.update(options.get("extra_headers", {}))
+        request = Request(
+            "POST",
+            url,
+            headers,
+            msgspec.json.encode(body),
+            stream=stream,
+            connect=timeout.connect,
+            idle=timeout.idle,
+        )
+        return request, timeout
+
+    async def _open(self, request: Request, total_deadline: float | None) -> tuple[Response, float, float]:
+        """Send, with retries, until a 2xx head arrives; return it with the send time of the attempt it
+        answers (perf_counter and anyio clocks). Raises the last try's status or transport error."""
+        if self._transport_name == "aiohttp" and sniffio.current_async_library() != "asyncio":
+            raise RuntimeError("the aiohttp transport runs on asyncio only; use transport='httpx' under trio")
+        attempt = 0
+        with anyio.move_on_at(total_deadline if total_deadline is not None else float("inf")) as scope:
+            while True:
+                sent, sent_loop = perf_counter(), anyio.current_time()
+                try:
+                    response = await self._transport.send(request)
+                except (ConnectError, ConnectTimeout, ReadError):
+                    if attempt >= self.max_retries:
+                        raise
+                    wait = _backoff(attempt)
+                else:
+                    if 200 <= response.status < 300:
+                        return response, sent, sent_loop
+                    error = await self._status_error(response)
+                    if response.status not in RETRY_STATUSES and response.status < 500:
+                        raise error
+                    if attempt >= self.max_retries:
+                        raise error
+                    asked = _retry_after(response.headers)
+                    if asked is not None and asked > RETRY_AFTER_CAP:
+                        raise error
+                    wait = _backoff(attempt) if asked is None else asked
+                attempt += 1
+                await anyio.sleep(wait)
+        assert scope.cancelled_caught
+        raise TotalTimeout("the request took longer than the total timeout")
+
+    async def _status_error(self, response: Response) -> APIStatusError:
+        raw = await _read_some(response, ERROR_BODY_LIMIT)
+        text = self._redact(raw.decode("utf-8", "replace"))
+        try:
+            body: object = msgspec.json.decode(text)
+        except msgspec.DecodeError:
+            body = text
+        message, type, code, param = api_error_fields(body)
+        status = response.status
+        return status_error_class(status)(
+            self._redact(message) if message else f"HTTP {status}: {text[:RAW_PREVIEW]}".rstrip(": "),
+            status_code=status,
+            headers=dict(response.headers),
+            body=body,
+            code=code,
+            type=type,
+            param=param,
+        )
+
+    async def _create(
+        self,
+        path: str,
+        body: dict[str, object],
+        options: _RequestOptions,
+        stream: bool,
+        stream_type: type[ChatCompletionStream] | type[CompletionStream],
+    ) -> ChatCompletionStream | CompletionStream | bytes:
+        request, timeout = self._build(path, body, options, stream)
+        start = anyio.current_time()
+        total_deadline = None if timeout.total is None else start + timeout.total
+        response, sent, sent_loop = await self._open(request, total_deadline)
+        headers_received = perf_counter()
+        if not stream:
+            with anyio.move_on_at(total_deadline if total_deadline is not None else float("inf")):
+                return await _read_some(response, None)
+            raise TotalTimeout("the request took longer than the total timeout")
+        content_type = response.headers.get("content-type")
+        if content_type is not None and content_type.partition(";")[0].strip().lower() != "text/event-stream":
+            raw = (await _read_some(response, RAW_PREVIEW)).decode("utf-8", "replace")
+            raise UnexpectedContentType(
+                f"expected a text/event-stream answer, got {content_type!r}",
+                content_type=content_type,
+                raw=self._redact(raw),
+            )
+        return stream_type(
+            response,
+            StreamMetrics(sent, headers_received),
+            first_token_deadline=None if timeout.first_token is None else sent_loop + timeout.first_token,
+            total_deadline=total_deadline,
+            redact=self._redact,
+        )
+
+
+async def _read_some(response: Response, limit: int | None) -> bytes:
+    """The body, or its first `limit` bytes; the response is closed either way."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while limit is None or size < limit:
+            data = await response.read()
+            if not data:
+                break
+            parts.append(data)
+            size += len(data)
+    except StreamkitError:
+        if limit is None:
+            raise
+    finally:
+        await response.aclose()
+    body = b"".join(parts)
+    return body if limit is None else body[:limit]
+
+
+def _backoff(attempt: int) -> float:
+    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_START * 2**attempt))
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """The wait a server asks for, in seconds: `retry-after-ms`, else `Retry-After` (seconds or a date)."""
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return max(float(value) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _make_transport(transport: str | Transport) -> Transport:
+    if transport == "aiohttp":
+        from streamkit.transports.aiohttp import AiohttpTransport
+
+        return AiohttpTransport()
+    if transport == "httpx":
+        from streamkit.transports.httpx import HttpxTransport
+
+        return HttpxTransport()
+    if isinstance(transport, str):
+        raise ValueError(f"unknown transport {transport!r}: use 'aiohttp', 'httpx' or a Transport")
+    return transport
+
+
+def _split(params: Mapping[str, object]) -> tuple[dict[str, object], _RequestOptions]:
+    body = {k: v for k, v in params.items() if k not in _OPTION_NAMES}
+    options = cast(_RequestOptions, {k: v for k, v in params.items() if k in _OPTION_NAMES})
+    return body, options
+
+
+class ChatCompletions:
+    """`client.chat.completions`."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    @overload
+    async def create(
+        self,
+        *,
+        model: str,
+        messages: Sequence[Mapping[str, object]],
+        stream: Literal[True],
+        **params: Unpack[ChatParams],
+    ) -> ChatCompletionStream: ...
+
+    @overload
+    async def create(
+        self,
+        *,
+        model: str,
+        messages: Sequence[Mapping[str, object]],
+        stream: Literal[False] = False,
+        **params: Unpack[ChatParams],
+    ) -> ChatCompletion: ...
+
+    async def create(
+        self,
+        *,
+        model: str,
+        messages: Sequence[Mapping[str, object]],
+        stream: bool = False,
+        **params: Unpack[ChatParams],
+    ) -> ChatCompletionStream | ChatCompletion:
+        """Create a chat completion: a `ChatCompletionStream` with `stream=True`, else a `ChatCompletion`.
+
+        Raises the `APIStatusError` subclass of a non-2xx answer, `UnexpectedContentType` for a 2xx stream
+        answer that is not an event stream, and the transport and timeout errors of `streamkit.errors`.
+        """
+        body, options = _split(params)
+        body = {"model": model, "messages": list(messages), "stream": stream, **body}
+        result = await self._client._create("/chat/completions", body, options, stream, ChatCompletionStream)
+        if isinstance(result, bytes):
+            return ChatCompletion.from_json(result)
+        assert isinstance(result, ChatCompletionStream)
+        return result
+
+
+class _Chat:
+    def __init__(self, client: AsyncClient) -> None:
+        self.completions = ChatCompletions(client)
+
+
+class Completions:
+    """`client.completions`: the legacy `/v1/completions`."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    @overload
+    async def create(
+        self,
+        *,
+        model: str,
+        prompt: str | Sequence[str],
+        stream: Literal[True],
+        **params: Unpack[CompletionParams],
+    ) -> CompletionStream: ...
+
+    @overload
+    async def create(
+        self,
+        *,
+        model: str,
+        prompt: str | Sequence[str],
+        stream: Literal[False] = False,
+        **params: Unpack[CompletionParams],
+    ) -> Completion: ...
+
+    async def create(
+        self,
+        *,
+        model: str,
+        prompt: str | Sequence[str],
+        stream: bool = False,
+        **params: Unpack[CompletionParams],
+    ) -> CompletionStream | Completion:
+        """Create a legacy completion: a `CompletionStream` with `stream=True`, else a `Completion`.
+
+        Raises as `chat.completions.create` does.
+        """
+        body, options = _split(params)
+        body = {
+            "model": model,
+            "prompt": prompt if isinstance(prompt, str) else list(prompt),
+            "stream": stream,
+            **body,
+        }
+        result = await self._client._create("/completions", body, options, stream, CompletionStream)
+        if isinstance(result, bytes):
+            return Completion.from_json(result)
+        assert isinstance(result, CompletionStream)
+        return result
