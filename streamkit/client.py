@@ -246,7 +246,7 @@ class AsyncClient:
         return status_error_class(status)(
             self._redact(message) if message else f"HTTP {status}: {text[:RAW_PREVIEW]}".rstrip(": "),
             status_code=status,
-            headers=dict(response.headers),
+            headers=response.headers,
             body=body,
             code=code,
             type=type,

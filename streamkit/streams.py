@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from time import perf_counter
 from types import TracebackType
 from typing import ClassVar, Generic, TypeVar
@@ -165,9 +165,9 @@ class _Stream(Generic[_ChunkT, _FinalT]):
         return snapshot
 
     @property
-    def response_headers(self) -> dict[str, str]:
-        """The headers of the response."""
-        return dict(self._response.headers)
+    def response_headers(self) -> Mapping[str, str]:
+        """The headers of the response (case-insensitive)."""
+        return self._response.headers
 
     def __aiter__(self) -> _Stream[_ChunkT, _FinalT]:
         return self

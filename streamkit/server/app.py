@@ -56,6 +56,7 @@ class ServerStats:
     requests: int = 0
     chunks: int = 0
     streams_open: int = 0
+    peers: set[object] = field(default_factory=set)  # the client ends of the connections that sent requests
     attempts: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -326,6 +327,7 @@ class _Handler:
 
     async def _serve(self, request: web.Request, kind: str) -> web.StreamResponse:
         self.stats.requests += 1
+        self.stats.peers.add(request.transport.get_extra_info("peername") if request.transport else None)
         try:
             self._authorize(request)
             timing, faults = self._settings(request)

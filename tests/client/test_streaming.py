@@ -1,0 +1,147 @@
+"""Streaming through each transport: every parameter mode gives the non-streamed answer, chunk for chunk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import streamkit
+from tests.client.conftest import HI, same_answer
+
+pytestmark = pytest.mark.anyio
+
+TOOLS: list[dict[str, Any]] = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}},
+    {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}},
+]
+
+CHAT_CASES: list[dict[str, Any]] = [
+    {},
+    {"n": 3, "seed": 7},
+    {"stop": ["e"], "seed": 1},
+    {"stop": "the"},
+    {"max_tokens": 5},
+    {"max_completion_tokens": 4, "temperature": 0.2, "top_p": 0.9},
+    {"logprobs": True, "top_logprobs": 2},
+    {"tools": TOOLS[:1]},
+    {"tools": TOOLS, "tool_choice": "required", "parallel_tool_calls": True},
+    {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "get_time"}}},
+    {"presence_penalty": 0.5, "frequency_penalty": 0.5, "user": "u1", "response_format": {"type": "text"}},
+    {"stream_options": {"include_usage": True}, "n": 2},
+]
+
+
+@pytest.mark.parametrize("params", CHAT_CASES, ids=lambda p: ",".join(p) or "plain")
+async def test_chat_stream_aggregates_to_the_whole_answer(
+    client: streamkit.AsyncClient, params: dict[str, Any]
+) -> None:
+    whole_params = {
+        k: v for k, v in params.items() if k != "stream_options"
+    }  # the API allows it on streams only
+    whole = await client.chat.completions.create(model="scripted", messages=HI, **whole_params)
+    stream = await client.chat.completions.create(model="scripted", messages=HI, stream=True, **params)
+    chunks = [chunk async for chunk in stream]
+    assert all(isinstance(chunk, streamkit.ChatCompletionChunk) for chunk in chunks)
+    final = await stream.get_final_completion()
+    assert same_answer(final, whole, usage="include_usage" in str(params))
+    assert stream.metrics.chunks == len(chunks)
+    assert all(choice.finish_reason for choice in final.choices)
+
+
+async def test_text_deltas_give_choice_zero_as_it_arrives(client: streamkit.AsyncClient) -> None:
+    stream = await client.chat.completions.create(model="scripted", messages=HI, stream=True, n=2, seed=3)
+    texts = [text async for text in stream.text_deltas()]
+    final = await stream.get_final_completion()
+    assert len(texts) > 3
+    assert "".join(texts) == final.choices[0].message.content
+    assert final.choices[1].message.content != final.choices[0].message.content
+
+
+async def test_usage_and_metrics(client: streamkit.AsyncClient) -> None:
+    stream = await client.chat.completions.create(
+        model="scripted",
+        messages=HI,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers={"x-streamkit-timing": "ttft=0.05,itl=0.01,tokens=6"},
+    )
+    async with stream:
+        final = await stream.get_final_completion()
+    metrics = stream.metrics
+    assert final.usage is not None and metrics.completion_tokens == final.usage.completion_tokens == 6
+    # role-only chunk, six token chunks, finish chunk, usage chunk
+    assert metrics.chunks == 9 and len(metrics.token_arrivals) == 6 and len(metrics.itl) == 5
+    assert metrics.ttft is not None and 0.05 <= metrics.ttft < 1
+    assert metrics.e2e is not None and metrics.e2e >= metrics.ttft + 0.05
+    assert all(gap >= 0.005 for gap in metrics.itl)
+    assert metrics.request_sent <= metrics.headers_received <= metrics.arrivals[0]
+    assert metrics.arrivals == sorted(metrics.arrivals)
+
+
+LEGACY_CASES: list[dict[str, Any]] = [
+    {},
+    {"prompt": ["one", "two"], "n": 2},
+    {"echo": True, "seed": 4},
+    {"suffix": "END", "max_tokens": 3},
+    {"logprobs": 2},
+    {"stop": ["a"], "temperature": 0},
+]
+
+
+@pytest.mark.parametrize("params", LEGACY_CASES, ids=lambda p: ",".join(p) or "plain")
+async def test_legacy_stream_aggregates_to_the_whole_answer(
+    client: streamkit.AsyncClient, params: dict[str, Any]
+) -> None:
+    params = {"prompt": "Say hi", **params}
+    whole = await client.completions.create(model="scripted", **params)
+    stream = await client.completions.create(model="scripted", stream=True, **params)
+    chunks = [chunk async for chunk in stream]
+    assert all(isinstance(chunk, streamkit.CompletionChunk) for chunk in chunks)
+    final = await stream.get_final_completion()
+    assert same_answer(final, whole, usage=False)
+
+
+async def test_legacy_best_of_is_not_streamed(client: streamkit.AsyncClient) -> None:
+    whole = await client.completions.create(model="scripted", prompt="hi", best_of=3, n=2)
+    assert len(whole.choices) == 2
+    with pytest.raises(streamkit.BadRequestError) as caught:
+        await client.completions.create(model="scripted", prompt="hi", best_of=3, stream=True)
+    assert caught.value.param == "best_of"
+
+
+async def test_legacy_text_deltas(client: streamkit.AsyncClient) -> None:
+    stream = await client.completions.create(model="scripted", prompt="hi", stream=True)
+    text = "".join([t async for t in stream.text_deltas()])
+    assert text == (await stream.get_final_completion()).choices[0].text != ""
+
+
+async def test_extra_body_and_query_reach_the_server(client: streamkit.AsyncClient) -> None:
+    # The server validates what it gets: an invalid value sent through extra_body comes back as its error.
+    with pytest.raises(streamkit.BadRequestError) as caught:
+        await client.chat.completions.create(
+            model="scripted", messages=HI, extra_body={"temperature": 9}, extra_query={"api-version": "1"}
+        )
+    assert caught.value.param == "temperature" and caught.value.status_code == 400
+
+
+async def test_many_concurrent_streams_share_one_client(client: streamkit.AsyncClient) -> None:
+    import anyio
+
+    finals: list[str] = []
+
+    async def one(seed: int) -> None:
+        stream = await client.chat.completions.create(
+            model="scripted",
+            messages=HI,
+            stream=True,
+            seed=seed,
+            extra_headers={"x-streamkit-timing": "itl=0.01"},
+        )
+        final = await stream.get_final_completion()
+        finals.append(final.choices[0].message.content or "")
+
+    async with anyio.create_task_group() as group:
+        for seed in range(150):  # past aiohttp's default cap of 100 connections
+            group.start_soon(one, seed)
+    assert len(finals) == 150 and len(set(finals)) > 100
