@@ -241,10 +241,10 @@ class AsyncClient:
             body: object = msgspec.json.decode(text)
         except msgspec.DecodeError:
             body = text
-        message, type, code, param = api_error_fields(body)
+        message, type, code, param = api_error_fields(body) if isinstance(body, dict) else (None,) * 4
         status = response.status
         return status_error_class(status)(
-            self._redact(message) if message else f"HTTP {status}: {text[:RAW_PREVIEW]}".rstrip(": "),
+            message or f"HTTP {status}: {text[:RAW_PREVIEW]}".rstrip(": "),
             status_code=status,
             headers=response.headers,
             body=body,
