@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from time import perf_counter
 from types import TracebackType
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import anyio
 import msgspec
@@ -122,6 +122,7 @@ class _Stream(Generic[_ChunkT, _FinalT]):
 
     _chunk_type: ClassVar[type[ChatCompletionChunk] | type[CompletionChunk]]
     _accumulator_type: ClassVar[type[ChatCompletionAccumulator] | type[CompletionAccumulator]]
+    _chunk_decoder: ClassVar[msgspec.json.Decoder[Any]]
 
     def __init__(
         self,
@@ -270,10 +271,11 @@ class _Stream(Generic[_ChunkT, _FinalT]):
         """Decode the events a read completes into pending chunks; True at `[DONE]`."""
         metrics = self.metrics
         metrics.reads += 1
-        decode = self._chunk_type.from_json
+        decode = self._chunk_decoder.decode
         add = self._accumulator.add
         carries_token = self._carries_token
-        pending = self._pending
+        keep = self._pending.append
+        arrived = metrics.arrivals.append
         for event in self._decoder.feed(data):
             text = event.data
             if event.event != "message":
@@ -282,12 +284,16 @@ class _Stream(Generic[_ChunkT, _FinalT]):
                 continue
             if text[:6] == "[DONE]":
                 return True
-            chunk: _ChunkT = decode(text)  # type: ignore[assignment]
+            try:
+                chunk = decode(text)
+            except (msgspec.DecodeError, UnicodeEncodeError):
+                self._chunk_type.from_json(text)  # raises ChunkDecodeError, with its message and `.raw`
+                raise
             if not chunk.choices and chunk.usage is None and '"error"' in text:
                 raise self._stream_error(text)
-            add(chunk)  # type: ignore[arg-type]
-            pending.append(chunk)
-            metrics.arrivals.append(now)
+            add(chunk)
+            keep(chunk)
+            arrived(now)
             if carries_token(chunk):
                 metrics.token_arrivals.append(now)
                 if self._first_token_deadline is not None:
@@ -332,6 +338,7 @@ class ChatCompletionStream(_Stream[ChatCompletionChunk, ChatCompletion]):
     """A streamed chat completion: an async iterator of `ChatCompletionChunk`s."""
 
     _chunk_type = ChatCompletionChunk
+    _chunk_decoder = msgspec.json.Decoder(ChatCompletionChunk)
     _accumulator_type = ChatCompletionAccumulator
 
     @staticmethod
@@ -361,6 +368,7 @@ class CompletionStream(_Stream[CompletionChunk, Completion]):
     """A streamed legacy completion: an async iterator of `CompletionChunk`s."""
 
     _chunk_type = CompletionChunk
+    _chunk_decoder = msgspec.json.Decoder(CompletionChunk)
     _accumulator_type = CompletionAccumulator
 
     @staticmethod

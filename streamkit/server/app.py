@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import random
 import time
@@ -405,6 +406,8 @@ class _Stream:
         self.stats = stats
         self.end = faults.line_end
         self.rng = random.Random()
+        self.batch: list[bytes] = []  # events held back to go out in one write (events_per_write)
+        self.faulty = dataclasses.replace(faults, key="") != Faults()  # a fault may need what is held back
         self.response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
@@ -414,6 +417,20 @@ class _Stream:
         return head + b"data: " + data + self.end + self.end
 
     async def write(self, data: bytes) -> None:
+        if self.timing.events_per_write > 1:
+            self.batch.append(data)
+            if len(self.batch) >= self.timing.events_per_write:
+                await self.flush()
+            return
+        await self.send(data)
+
+    async def flush(self) -> None:
+        if self.batch:
+            data = b"".join(self.batch)
+            self.batch.clear()
+            await self.send(data)
+
+    async def send(self, data: bytes) -> None:
         split = self.faults.split
         if split is None:
             await self.response.write(data)
@@ -424,6 +441,9 @@ class _Stream:
 
     async def wait(self, seconds: float) -> None:
         """Sleep, sending a keep-alive comment or a ping event every interval if the faults say so."""
+        if seconds <= 0:
+            return
+        await self.flush()
         interval = self.faults.keepalive or self.faults.ping
         deadline = time.monotonic() + seconds
         while interval and deadline - time.monotonic() >= interval:
@@ -462,6 +482,7 @@ class _Stream:
                 return self.response
             if not faults.no_done:
                 await self.write(self.event(b"[DONE]"))
+            await self.flush()
             await self.response.write_eof()
             return self.response
         finally:
@@ -472,6 +493,8 @@ class _Stream:
         the last chunk plays before `[DONE]`."""
         f = self.faults
         last = sent == len(self.plan.chunks)
+        if self.faulty:
+            await self.flush()
 
         def due(k: int | None) -> bool:
             return k is not None and (sent == k or (last and k > sent))

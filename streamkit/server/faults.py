@@ -5,7 +5,8 @@ The same syntax serves the command line (`streamkit serve --timing ... --fault .
 
 Timing: `ttft=S` (seconds before the first token), `itl=S` (seconds per token) or `tps=N` (tokens per second),
 `tokens_per_chunk=N`, `jitter=F` (each wait is scaled by a random factor in [1-F, 1+F]), `tokens=N` (the
-natural length of an answer).
+natural length of an answer), `events_per_write=N` (events sent together, up to N per write, until a wait: a
+firehose that lets a benchmark measure the client rather than the server).
 
 Faults:
 
@@ -72,6 +73,7 @@ class Timing:
     tokens_per_chunk: int = 1
     jitter: float = 0.0
     tokens: int = 16
+    events_per_write: int = 1
 
     @classmethod
     def parse(cls, spec: str, base: Timing | None = None) -> Timing:
@@ -84,13 +86,13 @@ class Timing:
                 changes["itl"] = 1 / tps if tps else 0.0
             elif name in ("ttft", "itl", "jitter"):
                 changes[name] = _number(name, value, float)
-            elif name in ("tokens_per_chunk", "tokens"):
+            elif name in ("tokens_per_chunk", "tokens", "events_per_write"):
                 changes[name] = int(_number(name, value, int))
             else:
                 raise ValueError(f"unknown timing setting {name!r}")
         timing = dataclasses.replace(timing, **changes)  # type: ignore[arg-type]
-        if timing.tokens_per_chunk < 1:
-            raise ValueError("tokens_per_chunk must be at least 1")
+        if timing.tokens_per_chunk < 1 or timing.events_per_write < 1:
+            raise ValueError("tokens_per_chunk and events_per_write must be at least 1")
         if timing.jitter > 1:
             raise ValueError("jitter must be at most 1")
         return timing
