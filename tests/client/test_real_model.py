@@ -1,0 +1,76 @@
+"""Interop with a real server: llama.cpp serving SmolLM2-135M-Instruct (the `local` extra), through each
+transport. At temperature 0 with a fixed seed, the streamed aggregate equals the non-streamed answer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+import streamkit
+from streamkit.server.local import MODEL_NAME, LocalModel
+
+pytestmark = [pytest.mark.anyio, pytest.mark.real_model]
+
+QUESTION = [
+    {"role": "user", "content": "Explain the difference between symmetric and asymmetric encryption."}
+]
+
+
+@pytest.fixture(scope="module")
+def local_model() -> Iterator[LocalModel]:
+    with LocalModel() as model:
+        yield model
+
+
+@pytest.fixture
+async def real_client(local_model: LocalModel, transport: str) -> AsyncIterator[streamkit.AsyncClient]:
+    base_url = local_model.base_url
+    async with streamkit.AsyncClient(base_url=base_url, transport=transport) as client:  # type: ignore[arg-type]
+        yield client
+
+
+async def test_chat_stream_equals_the_whole_answer(real_client: streamkit.AsyncClient) -> None:
+    params = streamkit.ChatParams(temperature=0.0, seed=42, max_tokens=48)
+    whole = await real_client.chat.completions.create(model=MODEL_NAME, messages=QUESTION, **params)
+    stream = await real_client.chat.completions.create(
+        model=MODEL_NAME, messages=QUESTION, stream=True, **params
+    )
+    async with stream:
+        texts = [text async for text in stream.text_deltas()]
+    final = await stream.get_final_completion()
+    answer = whole.choices[0].message
+    assert answer.content and len(texts) > 5
+    assert final.choices[0].message.content == answer.content == "".join(texts)
+    assert final.choices[0].finish_reason == whole.choices[0].finish_reason == "length"
+    assert final.choices[0].message.role == "assistant"
+    metrics = stream.metrics
+    assert metrics.ttft is not None and metrics.e2e is not None and 0 < metrics.ttft <= metrics.e2e
+    assert len(metrics.token_arrivals) == len(texts)
+
+
+async def test_legacy_stream_equals_the_whole_answer(real_client: streamkit.AsyncClient) -> None:
+    params = streamkit.CompletionParams(temperature=0.0, seed=7, max_tokens=24)
+    whole = await real_client.completions.create(
+        model=MODEL_NAME, prompt="The capital of France is", **params
+    )
+    stream = await real_client.completions.create(
+        model=MODEL_NAME, prompt="The capital of France is", stream=True, **params
+    )
+    final = await stream.get_final_completion()
+    assert final.choices[0].text == whole.choices[0].text != ""
+    assert final.choices[0].finish_reason == whole.choices[0].finish_reason
+
+
+async def test_stop_and_a_conversation(real_client: streamkit.AsyncClient) -> None:
+    conversation = streamkit.Conversation(real_client, model=MODEL_NAME, temperature=0.0, max_tokens=16)
+    first = await (await conversation.send("Name a colour.")).get_final_completion()
+    second = await (await conversation.send("Name another one.")).get_final_completion()
+    assert [m["role"] for m in conversation.messages] == ["user", "assistant", "user", "assistant"]
+    assert conversation.messages[1]["content"] == first.choices[0].message.content
+    assert conversation.messages[3]["content"] == second.choices[0].message.content
+    stopped = await real_client.chat.completions.create(
+        model=MODEL_NAME, messages=QUESTION, temperature=0.0, max_tokens=64, stop=["."]
+    )
+    assert "." not in (stopped.choices[0].message.content or "")
+    assert stopped.choices[0].finish_reason == "stop"
