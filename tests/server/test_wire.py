@@ -296,3 +296,16 @@ def test_server_wide_faults() -> None:
     with ServerThread(ServerConfig(faults=__import__("streamkit").server.Faults.parse("no_done"))) as server:
         assert b"[DONE]" not in chat(server).body
         assert b"[DONE]" in chat(server, "").body  # a request's own (empty) fault header replaces them
+
+
+def test_events_per_write_sends_events_together_until_a_wait(streamkit_server: ServerThread) -> None:
+    # 40 tokens: role, 40 token chunks, finish, [DONE] = 43 events, in writes of up to 16.
+    burst = chat(streamkit_server, "", "tokens=40,events_per_write=16", seed=2)
+    assert [piece.count(b"\n\n") for piece in burst.pieces] == [16, 16, 11]
+    plain = chat(streamkit_server, "", "tokens=40", seed=2)
+    assert [json.loads(e)["choices"] for e in datas(burst.body)[:-1]] == [
+        json.loads(e)["choices"] for e in datas(plain.body)[:-1]
+    ]
+    # A wait between tokens flushes what is held, so timing is kept.
+    paced = chat(streamkit_server, "", "tokens=4,itl=0.01,events_per_write=16", seed=2)
+    assert len(paced.pieces) >= 4
