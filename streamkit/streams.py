@@ -276,21 +276,27 @@ class _Stream(Generic[_ChunkT, _FinalT]):
         carries_token = self._carries_token
         keep = self._pending.append
         arrived = metrics.arrivals.append
-        for event in self._decoder.feed(data):
-            text = event.data
-            if event.event != "message":
-                if event.event == "error":
-                    raise self._stream_error(text)
-                continue
-            if text[:6] == "[DONE]":
+        error = None
+        datas = self._decoder.feed_data(data)
+        if datas is None:
+            datas = []
+            for event in self._decoder.feed(data):
+                if event.event == "message":
+                    datas.append(event.data.encode())
+                elif event.event == "error":  # raised once the chunks before it are taken
+                    error = self._stream_error(event.data)
+                    break
+        for raw in datas:
+            if raw[:6] == b"[DONE]":
                 return True
             try:
-                chunk = decode(text)
-            except (msgspec.DecodeError, UnicodeEncodeError):
-                self._chunk_type.from_json(text)  # raises ChunkDecodeError, with its message and `.raw`
-                raise
-            if not chunk.choices and chunk.usage is None and '"error"' in text:
-                raise self._stream_error(text)
+                chunk = decode(raw)
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                # The event's text, with U+FFFD for bytes that are not UTF-8, as SSE decodes it: a chunk
+                # after all, or ChunkDecodeError with the text in `.raw`.
+                chunk = self._chunk_type.from_json(raw.decode("utf-8", "replace"))
+            if not chunk.choices and chunk.usage is None and b'"error"' in raw:
+                raise self._stream_error(raw.decode("utf-8", "replace"))
             add(chunk)
             keep(chunk)
             arrived(now)
@@ -301,6 +307,8 @@ class _Stream(Generic[_ChunkT, _FinalT]):
                     self._deadline = self._total_deadline
             if chunk.usage is not None:
                 metrics.completion_tokens = chunk.usage.completion_tokens
+        if error is not None:
+            raise error
         return False
 
     def _stream_error(self, text: str) -> StreamAPIError:

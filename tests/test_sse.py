@@ -362,3 +362,38 @@ def test_arbitrary_bytes_parse_or_raise_protocol_error(case: tuple[bytes, list[b
         decoder.close()
     except SSEProtocolError:
         pass
+
+
+@settings(max_examples=300)
+@given(chunked())
+def test_feed_data_tells_what_feed_would(case: tuple[bytes, list[bytes]]) -> None:
+    # A client that takes `feed_data` where it can and `feed` elsewhere sees the same data, and the decoder
+    # ends in the same state, as with `feed` alone.
+    _, pieces = case
+    plain, mixed = SSEDecoder(), SSEDecoder()
+    for piece in pieces:
+        events = plain.feed(piece)
+        datas = mixed.feed_data(piece)
+        if datas is None:
+            assert mixed.feed(piece) == events
+        else:
+            assert all(e.event == "message" for e in events)
+            assert [d.decode("utf-8", "replace") for d in datas] == [e.data for e in events]
+        assert (mixed.last_event_id, mixed.retry) == (plain.last_event_id, plain.retry)
+
+
+def test_feed_data_takes_only_plain_data_events() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed_data(b"data: a\n\n") is None  # before the first read: a BOM may still come
+    assert decoder.feed(b"data: a\n\n")[0].data == "a"
+    assert decoder.feed_data(b"data: b\n\ndata: \xc3\xa9\xff\n\n") == [b"b", b"\xc3\xa9\xff"]
+    for other in (
+        b"event: x\ndata: c\n\n",
+        b"data:c\n\n",
+        b"data: c\r\n\r\n",
+        b": hi\n\n",
+        b"data: c\n",
+        b"id: 1\n\n",
+    ):
+        assert decoder.feed_data(other) is None
+    assert decoder.feed(b"data: d\n\n")[0].data == "d"  # nothing was taken

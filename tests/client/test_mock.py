@@ -368,3 +368,10 @@ async def test_a_whole_answer_that_is_not_json() -> None:
 def test_request_repr_hides_headers() -> None:
     request = Request("POST", "http://x/v1", {"Authorization": "Bearer sk-1"})
     assert "sk-1" not in repr(request)
+
+
+async def test_bytes_that_are_not_utf8_become_replacement_characters() -> None:
+    bad = json.dumps(chunk("caf\u00e9")).encode().replace("\\u00e9".encode(), b"\xff")
+    client, _ = mock_client(MockResponse(200, [sse(ROLE), b"data: " + bad + b"\n\n", sse(STOP, "[DONE]")]))
+    stream = await client.chat.completions.create(model="m", messages=HI, stream=True)
+    assert (await stream.get_final_completion()).choices[0].message.content == "caf\ufffd"
