@@ -371,7 +371,7 @@ def test_request_repr_hides_headers() -> None:
 
 
 async def test_bytes_that_are_not_utf8_become_replacement_characters() -> None:
-    bad = json.dumps(chunk("caf\u00e9")).encode().replace("\\u00e9".encode(), b"\xff")
+    bad = json.dumps(chunk("caf\u00e9")).encode().replace(b"\\u00e9", b"\xff")
     client, _ = mock_client(MockResponse(200, [sse(ROLE), b"data: " + bad + b"\n\n", sse(STOP, "[DONE]")]))
     stream = await client.chat.completions.create(model="m", messages=HI, stream=True)
     assert (await stream.get_final_completion()).choices[0].message.content == "caf\ufffd"
