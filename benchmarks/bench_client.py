@@ -23,8 +23,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -37,6 +35,7 @@ from httpx_sse import aconnect_sse
 from openai.types.chat import ChatCompletionMessageParam
 
 import streamkit
+from streamkit.server import ServerProcess
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 OPENAI_MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
@@ -281,16 +280,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrent-tokens", type=int, default=100)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamkit.cli", "serve", "--port", "0"], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert server.stdout is not None
-        base_url = server.stdout.readline().split(" at ")[1].split()[0]
+    with ServerProcess() as base_url:
         result = asyncio.run(main_async(args, base_url))
-    finally:
-        server.terminate()
-        server.wait()
     if args.json:
         print(json.dumps(result, indent=2))
     else:

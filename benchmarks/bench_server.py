@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
-import sys
 import time
 
 import aiohttp
+
+from streamkit.server import ServerProcess
 
 
 async def drive(base_url: str, streams: int, tokens: int) -> tuple[int, float]:
@@ -42,16 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=100, help="tokens per stream")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamkit.cli", "serve", "--port", "0"], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert server.stdout is not None
-        base_url = server.stdout.readline().split(" at ")[1].split()[0]
+    with ServerProcess() as base_url:
         chunks, seconds = asyncio.run(drive(base_url, args.streams, args.tokens))
-    finally:
-        server.terminate()
-        server.wait()
     expected = args.streams * (args.tokens + 2)  # role chunk, a chunk per token, finish chunk
     assert chunks == expected, (chunks, expected)
     result = {"streams": args.streams, "chunks": chunks, "seconds": seconds, "chunks_per_s": chunks / seconds}

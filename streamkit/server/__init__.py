@@ -2,7 +2,7 @@
 
 from streamkit.server.app import FAULT_HEADER, TIMING_HEADER, ServerConfig, ServerStats, create_app
 from streamkit.server.faults import Faults, Timing
-from streamkit.server.runner import RunningServer, ServerThread, start_server
+from streamkit.server.runner import RunningServer, ServerProcess, ServerThread, start_server
 
 __all__ = [
     "FAULT_HEADER",
@@ -10,6 +10,7 @@ __all__ = [
     "Faults",
     "RunningServer",
     "ServerConfig",
+    "ServerProcess",
     "ServerStats",
     "ServerThread",
     "Timing",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from types import TracebackType
 
@@ -10,7 +12,7 @@ from aiohttp import web
 
 from streamkit.server.app import ServerConfig, ServerStats, create_app
 
-__all__ = ["RunningServer", "ServerThread", "start_server"]
+__all__ = ["RunningServer", "ServerProcess", "ServerThread", "start_server"]
 
 
 class RunningServer:
@@ -98,3 +100,33 @@ class ServerThread:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class ServerProcess:
+    """`streamkit serve` in a child process, so that its work never shares a core with the code measuring it.
+
+    with ServerProcess() as base_url:
+        ...
+    """
+
+    def __init__(self, *args: str) -> None:
+        self._args = args  # more `streamkit serve` options
+        self._process: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> str:
+        command = [sys.executable, "-m", "streamkit.cli", "serve", "--port", "0", *self._args]
+        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()  # "streamkit serve: scripted at http://127.0.0.1:PORT/v1 ..."
+        if " at " not in line:
+            self.__exit__()
+            raise RuntimeError(f"streamkit serve did not start: {line!r}")
+        return line.split(" at ")[1].split()[0]
+
+    def __exit__(self, *exc: object) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            process.terminate()
+            process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
