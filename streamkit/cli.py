@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 
+from streamkit import chat
 from streamkit.server.app import ServerConfig
 from streamkit.server.faults import Faults, Timing
 from streamkit.server.runner import start_server
@@ -59,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the `streamkit` command; returns its exit status."""
     parser = argparse.ArgumentParser(prog="streamkit", description="Stream from OpenAI-compatible LLM APIs.")
     sub = parser.add_subparsers(dest="command", required=True)
+    chat.add_parser(sub)
     _serve_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "chat":
+        return chat.run(args)
     if args.command == "serve":
         try:
             config = _serve_config(args)

@@ -58,6 +58,8 @@ class ServerStats:
     chunks: int = 0
     streams_open: int = 0
     peers: set[object] = field(default_factory=set)  # the client ends of the connections that sent requests
+    bodies: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=100))
+    """The JSON bodies of the last 100 valid requests, newest last: what a test can assert was sent."""
     attempts: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -343,6 +345,7 @@ class _Handler:
                     "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
                     "using your HTTP library correctly. The OpenAI API expects a JSON payload.)",
                 )
+            self.stats.bodies.append(body)
             if kind == "chat":
                 chat = parse_chat(body, self.config.model)
                 chat.include_usage |= not body.get("stream")  # a whole answer always has its usage

@@ -1,0 +1,125 @@
+"""`streamkit chat` as a user runs it: a subprocess against the built-in server."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from streamkit.server import ServerConfig, ServerThread, Timing
+
+
+@pytest.fixture(scope="module")
+def slow_server() -> Iterator[ServerThread]:
+    """A server that answers 12 tokens, one every 50 ms, and requires a key."""
+    config = ServerConfig(api_key="sk-right-key", timing=Timing(ttft=0.05, itl=0.05, tokens=12))
+    with ServerThread(config) as server:
+        yield server
+
+
+def chat(server: ServerThread, *args: str, key: str = "sk-right-key") -> list[str]:
+    return [
+        sys.executable, "-m", "streamkit.cli", "chat", "--base-url", server.base_url, "--api-key", key,
+        "--model", "scripted", *args,
+    ]  # fmt: skip
+
+
+def test_stdout_grows_token_by_token(slow_server: ServerThread) -> None:
+    reads: list[tuple[float, bytes]] = []
+    with subprocess.Popen(chat(slow_server, "Hello there"), stdout=subprocess.PIPE) as process:
+        assert process.stdout is not None
+        while data := os.read(process.stdout.fileno(), 4096):
+            reads.append((time.monotonic(), data))
+    assert process.returncode == 0
+    text = b"".join(d for _, d in reads).decode()
+    assert text.endswith("\n") and len(text.split()) >= 6
+    # 12 tokens 50 ms apart: many reads, spread over about half a second, not one burst at the end.
+    assert len(reads) >= 6
+    assert reads[-1][0] - reads[0][0] >= 0.3
+
+
+def test_json_prints_the_final_completion(slow_server: ServerThread) -> None:
+    result = subprocess.run(chat(slow_server, "--json", "--seed", "3", "Hi"), capture_output=True, check=True)
+    final = json.loads(result.stdout)
+    assert final["object"] == "chat.completion" and final["choices"][0]["finish_reason"] == "stop"
+    assert final["choices"][0]["message"]["content"]
+
+
+def test_n_choices_are_labelled(slow_server: ServerThread) -> None:
+    result = subprocess.run(
+        chat(slow_server, "-n", "2", "--max-tokens", "3", "Hi"), capture_output=True, check=True
+    )
+    out = result.stdout.decode()
+    assert out.startswith("[choice 0]\n") and "\n[choice 1]\n" in out
+
+
+def test_stdin_is_the_prompt_and_options_reach_the_server(slow_server: ServerThread) -> None:
+    args = ["--system", "Be brief.", "--temperature", "0.5", "--top-p", "0.9", "--stop", "x", "--stop", "y"]
+    result = subprocess.run(
+        chat(slow_server, *args, "--stats"), input=b"from stdin\n", capture_output=True, check=True
+    )
+    assert result.stdout.strip()
+    body = slow_server.stats.bodies[-1]
+    assert body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "from stdin\n"},
+    ]
+    assert (body["temperature"], body["top_p"], body["stop"]) == (0.5, 0.9, ["x", "y"])
+    stats = result.stderr.decode()
+    assert "ttft " in stats and "tokens/s" in stats and "finish_reason stop" in stats
+
+
+def test_legacy_completion(slow_server: ServerThread) -> None:
+    result = subprocess.run(
+        chat(slow_server, "--completion", "--suffix", "END", "--echo", "Once"),
+        capture_output=True,
+        check=True,
+    )
+    assert result.stdout.decode().startswith("Once")
+    assert slow_server.stats.bodies[-1]["suffix"] == "END"
+
+
+def test_errors_are_one_line_without_the_key(slow_server: ServerThread) -> None:
+    result = subprocess.run(chat(slow_server, "Hi", key="sk-wrong-key-123"), capture_output=True)
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert err.count("\n") == 1 and "401" in err and "invalid_request_error" in err
+    assert "sk-wrong-key-123" not in err and "Traceback" not in err
+
+
+def test_the_repl_keeps_the_history(slow_server: ServerThread) -> None:
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: streamkit chat on a terminal
+        os.execv(sys.executable, chat(slow_server))
+    output = b""
+
+    def until(marker: bytes, times: int = 1) -> None:
+        nonlocal output
+        deadline = time.monotonic() + 10
+        while output.count(marker) < times and time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                output += os.read(fd, 4096)
+        assert output.count(marker) >= times, output
+
+    until(b"> ")
+    os.write(fd, b"first question\n")
+    until(b"> ", 2)  # the answer is printed, and the prompt is back
+    os.write(fd, b"second question\n")
+    until(b"> ", 3)
+    second = slow_server.stats.bodies[-1]["messages"]
+    assert [m["role"] for m in second] == ["user", "assistant", "user"]
+    assert second[0]["content"] == "first question" and second[2]["content"] == "second question"
+    os.write(fd, b"/reset\n")
+    until(b"reset")
+    os.write(fd, b"/exit\n")
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0
