@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import signal
 import sys
 
 from streamkit import chat
 from streamkit.server.app import ServerConfig
 from streamkit.server.faults import Faults, Timing
+from streamkit.server.local import MODEL_NAME, LocalModel, LocalModelUnavailable
 from streamkit.server.runner import start_server
 
 __all__ = ["main"]
@@ -18,7 +21,12 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     serve = sub.add_parser("serve", help="run the built-in OpenAI-compatible server")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
-    serve.add_argument("--model", default="scripted", choices=["scripted"], help="the model to serve")
+    serve.add_argument(
+        "--model",
+        default="scripted",
+        choices=["scripted", MODEL_NAME],
+        help="the model to serve: scripted, or smollm2 (llama.cpp, the `local` extra)",
+    )
     serve.add_argument("--api-key", help="require this key as 'Authorization: Bearer ...'")
     serve.add_argument("--ttft", type=float, help="seconds before the first token")
     serve.add_argument("--tps", type=float, help="tokens per second after the first")
@@ -56,6 +64,19 @@ async def _serve(config: ServerConfig) -> None:
         await server.aclose()
 
 
+def _serve_local(args: argparse.Namespace) -> int:
+    try:
+        with LocalModel(args.host, args.port) as model:
+            print(f"streamkit serve: {MODEL_NAME} at {model.base_url} (Ctrl-C to stop)", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.pause()
+    except (LocalModelUnavailable, RuntimeError) as exc:
+        print(f"streamkit serve: {exc}", file=sys.stderr)
+        return 1
+    print("streamkit serve: stopped", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the `streamkit` command; returns its exit status."""
     parser = argparse.ArgumentParser(prog="streamkit", description="Stream from OpenAI-compatible LLM APIs.")
@@ -65,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "chat":
         return chat.run(args)
+    if args.command == "serve" and args.model == MODEL_NAME:
+        return _serve_local(args)
     if args.command == "serve":
         try:
             config = _serve_config(args)

@@ -3,7 +3,14 @@ transport. At temperature 0 with a fixed seed, the streamed aggregate equals the
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +81,25 @@ async def test_stop_and_a_conversation(real_client: streamkit.AsyncClient) -> No
     )
     assert "." not in (stopped.choices[0].message.content or "")
     assert stopped.choices[0].finish_reason == "stop"
+
+
+def test_chat_streams_from_the_embedded_local_model_by_default(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    question = "Explain the difference between symmetric and asymmetric encryption."
+    command = [sys.executable, "-m", "streamkit.cli", "chat", "--max-tokens", "24", "--stats", question]
+    result = subprocess.run(command, capture_output=True, env=env, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.decode().split()) >= 5
+    assert "finish_reason length" in result.stderr.decode()
+
+
+def test_serve_runs_the_local_model() -> None:
+    command = [sys.executable, "-m", "streamkit.cli", "serve", "--model", "smollm2", "--port", "0"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as server:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        base_url = line.split(" at ")[1].split()[0]
+        with urllib.request.urlopen(f"{base_url}/models", timeout=10) as response:
+            assert json.load(response)["data"][0]["id"] == MODEL_NAME
+        server.send_signal(signal.SIGINT)
+        assert server.wait(20) == 0
