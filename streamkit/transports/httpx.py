@@ -50,7 +50,7 @@ class HttpxResponse:
     def __init__(self, response: httpx.Response, exit: contextlib.AsyncExitStack) -> None:
         self._response = response
         self._exit = exit
-        self._body: AsyncIterator[bytes] = response.aiter_raw()
+        self._body: AsyncIterator[bytes] = response.aiter_bytes()  # undoes any Content-Encoding
         self._closed = False
 
     @property

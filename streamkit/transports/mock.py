@@ -11,7 +11,6 @@ is an exception is raised by that read instead, so a test can break the connecti
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -87,8 +86,3 @@ class MockTransport:
 
     async def aclose(self) -> None:
         pass
-
-
-def request_json(request: Request) -> Any:
-    """The JSON body of a request, for assertions."""
-    return json.loads(request.content)

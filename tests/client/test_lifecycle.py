@@ -130,13 +130,15 @@ async def test_the_key_never_shows(transport: Any) -> None:
 
 @pytest.fixture(scope="module")
 def redirecting() -> Iterator[tuple[str, list[dict[str, str]]]]:
-    """A server on 127.0.0.1 that redirects (307) to a recording server on `localhost`."""
+    """A server on 127.0.0.1 that redirects (307) to a recording server on `localhost`, which gzips its
+    stream (as some proxies do) so that both transports must undo the Content-Encoding."""
     seen: list[dict[str, str]] = []
     ports: dict[str, int] = {}
 
     async def target(request: web.Request) -> web.StreamResponse:
         seen.append(dict(request.headers))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        response.enable_compression(web.ContentCoding.gzip)
         await response.prepare(request)
         chunk = b'{"id":"x","choices":[{"index":0,"delta":{"content":"moved"},"finish_reason":"stop"}]}'
         await response.write(b"data: " + chunk + b"\n\ndata: [DONE]\n\n")
