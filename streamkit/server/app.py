@@ -9,6 +9,7 @@ import json
 import random
 import time
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import msgspec
@@ -31,6 +32,32 @@ SERVER_ERROR = {
     "param": None,
     "code": "internal_error",
 }
+RATE_LIMIT_ERROR = {
+    "message": "Rate limit reached. Please try again later.",
+    "type": "requests",
+    "param": None,
+    "code": "rate_limit_exceeded",
+}
+
+
+def fault_error(status: int) -> dict[str, Any]:
+    """The OpenAI error object answered with a `status=CODE` fault."""
+    if status >= 500:
+        return SERVER_ERROR
+    if status == 429:
+        return RATE_LIMIT_ERROR
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Error"
+    return {
+        "message": f"{reason} (an injected fault).",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+
+
 _encode = msgspec.json.encode
 
 
@@ -367,12 +394,7 @@ class _Handler:
                     headers["Retry-After"] = faults.retry_after
                 if faults.retry_after_ms is not None:
                     headers["retry-after-ms"] = faults.retry_after_ms
-                error = SERVER_ERROR if faults.status >= 500 else {
-                    "message": "Rate limit reached. Please try again later.",
-                    "type": "requests" if faults.status == 429 else "invalid_request_error",
-                    "param": None,
-                    "code": "rate_limit_exceeded" if faults.status == 429 else None,
-                }  # fmt: skip
+                error = fault_error(faults.status)
                 return error_response(faults.status, error, headers)
         if faults.html:
             return web.Response(body=HTML_PAGE, content_type="text/html")

@@ -118,6 +118,19 @@ def test_status_fails_k_times_then_serves(streamkit_server: ServerThread) -> Non
     assert chat(streamkit_server, fault).status == 200
 
 
+@pytest.mark.parametrize(
+    ("status", "message"), [(400, "Bad Request"), (404, "Not Found"), (418, "I'm a Teapot")]
+)
+def test_client_error_faults_say_their_status(
+    streamkit_server: ServerThread, status: int, message: str
+) -> None:
+    response = chat(streamkit_server, f"status={status},key=test_client_errors_{status}")
+    assert response.status == status
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["message"].startswith(message) and "Rate limit" not in error["message"]
+
+
 @pytest.mark.parametrize("status", [500, 503])
 def test_server_errors(streamkit_server: ServerThread, status: int) -> None:
     response = chat(streamkit_server, f"status={status},key=test_server_errors_{status}")
