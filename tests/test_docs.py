@@ -1,0 +1,216 @@
+"""The docs site builds with `--strict`, and each example it shows runs as written, on the built-in server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from streamkit.server import ServerConfig, ServerThread, Timing
+from streamkit.sse import ServerSentEvent, SSEDecoder
+
+ROOT = Path(__file__).parent.parent
+EXAMPLES = ROOT / "docs" / "examples"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerThread]:
+    """The examples ask for gpt-4o-mini; this server answers under that name, a token every 2 ms."""
+    with ServerThread(ServerConfig(model="gpt-4o-mini", timing=Timing(itl=0.002))) as server:
+        yield server
+
+
+@pytest.fixture
+def env(server: ServerThread, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """What a user sets to point the examples at a server."""
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-docs")
+    return {**os.environ, "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-docs"}
+
+
+def run_example(name: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def load(name: str, folder: Path = EXAMPLES) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"docs_{folder.name}_{name}", folder / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ask(server: ServerThread, env: dict[str, str]) -> None:
+    lines = run_example("ask.py", env).stdout.splitlines()
+    assert len(lines) == 2 and lines[0].strip()
+    assert lines[1].startswith("finish_reason=stop ttft=")
+    assert server.stats.bodies[-1]["messages"] == [
+        {"role": "user", "content": "What is a server-sent event?"}
+    ]
+
+
+def test_conversation_keeps_and_trims_its_history(server: ServerThread, env: dict[str, str]) -> None:
+    lines = run_example("conversation.py", env).stdout.splitlines()
+    assert [line for line in lines if line.startswith("> ")][-1] == "> How long do they last?"
+    assert lines[-1] == "7 messages kept"  # the system message and the last three turns
+    sent = server.stats.bodies[-1]["messages"]
+    assert sent[0]["role"] == "system"
+    assert [m["content"] for m in sent if m["role"] == "user"] == [
+        "What is TLS?", "And mTLS?", "Who issues the certificates?", "How long do they last?"
+    ]  # fmt: skip
+    assert [m["role"] for m in sent[1:]] == ["user", "assistant"] * 3 + ["user"]
+
+
+def test_parameters(server: ServerThread, env: dict[str, str]) -> None:
+    lines = run_example("parameters.py", env).stdout.splitlines()
+    assert lines[0].startswith("[0] length ") and lines[1].startswith("[1] length ")
+    assert lines[-1] == "finish_reason=stop"
+    chat, legacy = list(server.stats.bodies)[-2:]
+    assert (chat["n"], chat["stop"], chat["max_tokens"]) == (2, ["\n"], 8)
+    assert legacy["suffix"] == "\n    return result\n" and legacy["prompt"] == "def add(a, b):\n"
+
+
+def test_print_a_stream(env: dict[str, str]) -> None:
+    result = run_example("stdout.py", env)
+    lines = result.stdout.splitlines()
+    assert lines[0].strip() and lines[1].startswith("[choice 1] ")
+    assert "finish_reason=stop" in result.stderr and "tokens/s" in result.stderr
+
+
+def test_errors_and_retries(server: ServerThread, env: dict[str, str]) -> None:
+    lines = run_example("errors.py", env).stdout.splitlines()
+    assert len(lines) == 6
+    answer, rate_limited, bad_request, dropped, in_stream, timed_out = lines
+    assert answer.strip() and not answer.startswith(("rate", "4", "5"))  # two 503s, then retried to success
+    assert rate_limited.startswith("rate limited: Rate limit reached")
+    assert bad_request.startswith("400 invalid_request_error/None: Bad Request")
+    assert dropped.startswith("ReadError: ") and not dropped.endswith("kept ''")
+    assert in_stream.startswith("StreamAPIError: ") and not in_stream.endswith("kept ''")
+    assert timed_out == "FirstTokenTimeout, kept ''"
+
+
+def events_of(body: bytes) -> list[ServerSentEvent]:
+    decoder = SSEDecoder()
+    return decoder.feed(body) + decoder.close()
+
+
+def check_restreamed(events: list[ServerSentEvent]) -> None:
+    *texts, done = events
+    assert len(texts) >= 2 and all(e.event == "message" and e.data.startswith('{"text": ') for e in texts)
+    assert (done.event, done.data) == ("done", '{"finish_reason": "stop"}')
+
+
+@pytest.fixture(scope="module")
+def slow_server() -> Iterator[ServerThread]:
+    """An upstream that takes 20 s to answer, so that only a closed stream can end early."""
+    with ServerThread(ServerConfig(model="gpt-4o-mini", timing=Timing(itl=0.1, tokens=200))) as server:
+        yield server
+
+
+async def browse_and_leave(url: str, upstream: ServerThread) -> None:
+    """A browser that reads two events, then goes away; the app must then close its upstream stream."""
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        await response.content.readuntil(b"\n\n")
+        await response.content.readuntil(b"\n\n")
+        assert upstream.stats.streams_open == 1
+    deadline = time.monotonic() + 5
+    while upstream.stats.streams_open and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert upstream.stats.streams_open == 0
+
+
+async def read_all(url: str) -> list[ServerSentEvent]:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        return events_of(await response.read())
+
+
+@contextlib.asynccontextmanager
+async def aiohttp_app() -> AsyncIterator[str]:
+    runner = web.AppRunner(load("restream_aiohttp").create_app())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/?q=Hi"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def starlette_app() -> AsyncIterator[str]:
+    import uvicorn
+
+    app = load("restream_starlette").app
+    server = uvicorn.Server(uvicorn.Config(app, port=0, log_level="warning", ws="none", lifespan="on"))
+    serving = asyncio.ensure_future(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/?q=Hi"
+    finally:
+        server.should_exit = True
+        await serving
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("app", [aiohttp_app, starlette_app], ids=["aiohttp", "starlette"])
+async def test_restream_to_a_browser(
+    app: Callable[[], contextlib.AbstractAsyncContextManager[str]],
+    env: dict[str, str],
+    slow_server: ServerThread,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with app() as url:
+        check_restreamed(await read_all(url))
+    monkeypatch.setenv("OPENAI_BASE_URL", slow_server.base_url)
+    async with app() as url:
+        await browse_and_leave(url, slow_server)
+
+
+def test_sse_conformance_table() -> None:
+    """The table on the SSE page: streamkit passes every case, and the harness does catch a failure."""
+    conformance = load("sse_conformance", ROOT / "benchmarks")
+    results = asyncio.run(conformance.main_async())
+    assert len(results) >= 15 and all(row["streamkit"] == "yes" for row in results.values())
+
+    async def wrong(chunks: list[bytes], content_type: str) -> list[tuple[str, str]]:
+        return [(e.event, e.data.strip()) for e in events_of(b"".join(chunks))]
+
+    verdicts = [asyncio.run(conformance.verdict(wrong, case)) for case in conformance.CASES]
+    assert verdicts.count("no") == 2  # only the two cases with leading or trailing spaces in the data
+
+
+def test_the_fixture_example_passes() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLES / "test_my_app.py")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in result.stdout
+
+
+@pytest.mark.timeout(300)
+def test_docs_site_builds_strict(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "site" / "reference" / "client" / "index.html").exists()
