@@ -9,6 +9,7 @@ import signal
 import sys
 
 from streamkit import chat
+from streamkit.bench import cli as bench_cli
 from streamkit.server.app import ServerConfig
 from streamkit.server.faults import Faults, Timing
 from streamkit.server.local import MODEL_NAME, LocalModel, LocalModelUnavailable
@@ -82,10 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="streamkit", description="Stream from OpenAI-compatible LLM APIs.")
     sub = parser.add_subparsers(dest="command", required=True)
     chat.add_parser(sub)
+    bench_cli.add_parser(sub)
     _serve_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "chat":
         return chat.run(args)
+    if args.command == "bench":
+        return bench_cli.run(args)
     if args.command == "serve" and args.model == MODEL_NAME:
         return _serve_local(args)
     if args.command == "serve":

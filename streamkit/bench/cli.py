@@ -1,0 +1,190 @@
+"""`streamkit bench`: measure an OpenAI-compatible endpoint's TTFT and streaming latencies under load.
+
+streamkit bench --base-url http://localhost:8000/v1 --model m --concurrency 64 --num-requests 1000
+streamkit bench --rate 20 --burstiness 0.5 --duration 60 --output result.json --plot result.html
+streamkit bench merge a.json b.json --output all.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from streamkit.bench.metrics import RequestRecord, Slo
+from streamkit.bench.report import load_result, merge_results, plot, result_json, save_requests, table
+from streamkit.bench.runner import LoadConfig, RunResult, calibrate, run_load, run_workers
+from streamkit.bench.workload import generated_requests, load_requests
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("bench", help="measure an endpoint's TTFT and streaming latencies under load")
+    p.add_argument(
+        "action", nargs="?", choices=["run", "merge"], default="run", help="run (default) or merge"
+    )
+    p.add_argument("files", nargs="*", type=Path, help="result files to merge (with `merge`)")
+    target = p.add_argument_group("endpoint")
+    target.add_argument(
+        "--base-url", help="API base URL (default: OPENAI_BASE_URL, else the built-in server)"
+    )
+    target.add_argument("--api-key", help="API key (default: OPENAI_API_KEY)")
+    target.add_argument("--model", help="model name (default: the endpoint's first model in /v1/models)")
+    target.add_argument("--completions", action="store_true", help="use the legacy /v1/completions")
+    target.add_argument("--transport", choices=["aiohttp", "httpx"], default="aiohttp")
+    load = p.add_argument_group("load")
+    load.add_argument(
+        "--concurrency", type=int, help="closed loop with N slots; with --rate, a cap in flight"
+    )
+    load.add_argument("--rate", type=float, help="open loop: requests per second (inf: all at once)")
+    load.add_argument("--burstiness", type=float, default=1.0, help="gamma shape of the gaps (1: Poisson)")
+    load.add_argument("--num-requests", type=int, default=100)
+    load.add_argument("--duration", type=float, help="stop sending after this many seconds")
+    load.add_argument("--warmup", type=int, default=0, help="requests sent first and not measured")
+    load.add_argument("--workers", type=int, default=1, help="spread the load over K processes")
+    load.add_argument("--seed", type=int, default=0)
+    load.add_argument("--timeout", type=float, default=600.0, help="per-request limit in seconds")
+    data = p.add_argument_group("requests")
+    data.add_argument("--input-len", type=int, default=32, help="prompt length in words (generated prompts)")
+    data.add_argument("--output-len", type=int, default=128, help="max_tokens of each request")
+    data.add_argument("--requests-file", type=Path, help="a JSONL file of request bodies")
+    data.add_argument(
+        "--extra-body", default="{}", help='JSON merged into every body, e.g. {"ignore_eos": true}'
+    )
+    out = p.add_argument_group("output")
+    out.add_argument("--slo", help="goodput objectives in ms: ttft=500,tpot=50,e2el=10000")
+    out.add_argument("--output", "-o", type=Path, help="write the result JSON here")
+    out.add_argument("--save-requests", type=Path, help="write one JSON line per request here")
+    out.add_argument("--plot", type=Path, help="write plots to a .html or .png file")
+    out.add_argument("--no-calibrate", action="store_true", help="skip measuring the client's own floor")
+    out.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def _fail(message: str) -> int:
+    print(f"streamkit bench: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `streamkit bench` with parsed arguments; returns the exit status."""
+    try:
+        slo = Slo.parse(args.slo) if args.slo else None
+        if args.action == "merge":
+            if len(args.files) < 1:
+                return _fail("merge needs result files")
+            result = merge_results([load_result(f) for f in args.files], slo)
+            _emit(result, args)
+            return 0
+        if args.files:
+            return _fail("result files are only for `merge`")
+        extra = json.loads(args.extra_body)
+        if not isinstance(extra, dict):
+            return _fail("--extra-body must be a JSON object")
+        return _run(args, slo, extra)
+    except (ValueError, OSError, RuntimeError) as exc:
+        return _fail(str(exc))
+
+
+def _run(args: argparse.Namespace, slo: Slo | None, extra: dict[str, Any]) -> int:
+    from streamkit.server import ServerConfig, ServerThread
+
+    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
+    api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
+    builtin = None
+    if base_url is None:
+        builtin = ServerThread(ServerConfig()).__enter__()
+        base_url = builtin.base_url
+        print(
+            f"streamkit bench: no endpoint given; measuring the built-in server at {base_url}",
+            file=sys.stderr,
+        )
+    try:
+        model = args.model or _first_model(base_url, api_key)
+        chat = not args.completions
+        count = args.num_requests if args.duration is None else max(args.num_requests, 1_000_000)
+        if args.requests_file:
+            requests = load_requests(args.requests_file, count, chat=chat, extra_body=extra)
+        else:
+            requests = generated_requests(
+                count, args.input_len, args.output_len, chat=chat, seed=args.seed, extra_body=extra
+            )
+        if args.rate is None and args.concurrency is None:
+            args.concurrency = 1
+        config = LoadConfig(
+            base_url=base_url, model=model, api_key=api_key, chat=chat, concurrency=args.concurrency,
+            rate=args.rate, burstiness=args.burstiness, duration=args.duration, warmup=args.warmup,
+            seed=args.seed, timeout=args.timeout, transport=args.transport,
+        )  # fmt: skip
+        calibration = None if args.no_calibrate else asyncio.run(calibrate())
+        if args.workers > 1:
+            result = run_workers(config, requests, args.workers)
+        else:
+            result = _with_progress(config, requests, args)
+    finally:
+        if builtin is not None:
+            builtin.__exit__(None, None, None)
+    settings = {
+        "model": model,
+        "base_url": base_url,
+        "endpoint_type": "chat" if chat else "completions",
+        "num_prompts": len(result.records),
+        "request_rate": "inf" if args.rate is None else args.rate,
+        "burstiness": args.burstiness,
+        "max_concurrency": args.concurrency,
+    }
+    capped = args.rate is None or args.concurrency is not None
+    output = result_json(result, slo, settings, calibration, capped)
+    if args.save_requests:
+        save_requests(result, args.save_requests)
+    _emit(output, args)
+    return 0
+
+
+def _emit(result: dict[str, Any], args: argparse.Namespace) -> None:
+    print(table(result))
+    if args.output:
+        args.output.write_text(json.dumps(result) + "\n", encoding="utf-8")
+    if args.plot:
+        plot(result, args.plot)
+
+
+def _first_model(base_url: str, api_key: str | None) -> str:
+    """The first model the endpoint lists. Raises RuntimeError when it lists none."""
+    import urllib.request
+
+    request = urllib.request.Request(base_url.rstrip("/") + "/models")
+    if api_key:
+        request.add_header("Authorization", f"Bearer {api_key}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            models = json.load(response).get("data") or []
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"could not list the models at {base_url} ({exc}); pass --model") from None
+    if not models:
+        raise RuntimeError(f"{base_url}/models lists no model; pass --model")
+    return str(models[0]["id"])
+
+
+def _with_progress(config: LoadConfig, requests: list[Any], args: argparse.Namespace) -> RunResult:
+    if args.quiet or not sys.stderr.isatty():
+        return asyncio.run(run_load(config, requests))
+    try:
+        from rich.progress import Progress
+    except ImportError:
+        return asyncio.run(run_load(config, requests))
+    total = None if args.duration is not None else len(requests)
+    with Progress(transient=True) as progress:
+        task = progress.add_task("requests", total=total)
+        failed = 0
+
+        def advance(record: RequestRecord) -> None:
+            nonlocal failed
+            failed += not record.ok
+            progress.update(task, advance=1, description=f"requests ({failed} failed)")
+
+        return asyncio.run(run_load(config, requests, progress=advance))

@@ -1,0 +1,301 @@
+"""A run's report: the summary table, the result file (vLLM's field names plus streamkit's own), per-request
+JSONL, merging result files, and plots.
+
+The result file keeps every request's record under `streamkit.records`, so `streamkit bench merge` recomputes
+every percentile from the merged records rather than averaging percentiles, which would be wrong.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from streamkit._version import __version__
+from streamkit.bench.metrics import PERCENTILES, RequestRecord, Slo, Summary, summarize
+from streamkit.bench.runner import RunResult, merge_parts
+
+__all__ = ["flags", "load_result", "merge_results", "plot", "result_json", "table"]
+
+LAG_LIMIT = 0.005  # p99 event-loop lag above this, in seconds, flags the run
+QUEUE_LIMIT = 0.010  # p99 client queue time above this flags the run (open loop without a cap)
+
+_METRICS = ("ttft", "tpot", "itl", "e2el")
+
+
+def _ms(value: float) -> float | None:
+    return None if math.isnan(value) else value * 1000
+
+
+def flags(result: RunResult, summary: Summary, capped: bool) -> list[str]:
+    """What makes the run's figures doubtful, in words; empty when nothing does."""
+    found = []
+    lag = result.lag_stats
+    if not math.isnan(lag["p99"]) and lag["p99"] > LAG_LIMIT:
+        found.append(
+            f"event-loop lag p99 {lag['p99'] * 1e3:.1f} ms > {LAG_LIMIT * 1e3:g} ms: this process is "
+            "saturated and its timestamps are late; use --workers"
+        )
+    if not capped and not math.isnan(summary.queue["p99"]) and summary.queue["p99"] > QUEUE_LIMIT:
+        found.append(
+            f"client queue time p99 {summary.queue['p99'] * 1e3:.1f} ms > {QUEUE_LIMIT * 1e3:g} ms: requests "
+            "left later than scheduled, so the achieved rate is below the target"
+        )
+    if summary.tokens_estimated:
+        found.append("the server sent no usage for some requests: their token counts are estimated")
+    return found
+
+
+def result_json(
+    result: RunResult,
+    slo: Slo | None = None,
+    settings: Mapping[str, Any] | None = None,
+    calibration: Mapping[str, float] | None = None,
+    capped: bool = True,
+) -> dict[str, Any]:
+    """The result file: vLLM's `vllm bench serve` fields, then streamkit's own under `streamkit`."""
+    summary = summarize(result.records, result.duration, slo)
+    ok = [r for r in result.records if r.ok]
+    out: dict[str, Any] = {
+        "date": _date(result.start_wall),
+        "backend": "streamkit",
+        **dict(settings or {}),
+        "duration": summary.duration,
+        "completed": summary.completed,
+        "failed": summary.failed,
+        "total_input_tokens": summary.total_input_tokens,
+        "total_output_tokens": summary.total_output_tokens,
+        "request_throughput": summary.request_throughput,
+        "request_goodput": summary.request_goodput,
+        "output_throughput": summary.output_throughput,
+        "total_token_throughput": summary.total_token_throughput,
+        "input_lens": [r.prompt_tokens if r.prompt_tokens is not None else r.input_len for r in ok],
+        "output_lens": [r.tokens for r in ok],
+        "ttfts": [r.ttft for r in ok],
+        "itls": [r.itl if r.itl is not None else r.icl for r in ok],
+        "errors": [r.error_message or r.error or "" for r in result.records if not r.ok],
+    }
+    for name in _METRICS:
+        stats: dict[str, float] = getattr(summary, name)
+        out[f"mean_{name}_ms"] = _ms(stats["mean"])
+        out[f"median_{name}_ms"] = _ms(stats["median"])
+        out[f"std_{name}_ms"] = _ms(stats["std"])
+        for p in PERCENTILES:
+            key = str(int(p)) if p == int(p) else str(p)
+            out[f"p{key}_{name}_ms"] = _ms(stats[f"p{key}"])
+    out["streamkit"] = {
+        "version": __version__,
+        "start_wall": result.start_wall,
+        "workers": result.workers,
+        "slo": str(slo) if slo else None,
+        "failures": summary.failures,
+        "tokens_estimated": summary.tokens_estimated,
+        "itl_per_token": summary.itl_known,
+        "events_per_read": summary.events_per_read,
+        "icl_ms": {k: _ms(v) for k, v in summary.icl.items() if k != "count"},
+        "queue_ms": {k: _ms(v) for k, v in summary.queue.items() if k != "count"},
+        "loop_lag_ms": {k: _ms(v) for k, v in result.lag_stats.items() if k != "count"},
+        "calibration_ms": {k: v * 1000 for k, v in (calibration or {}).items()},
+        "flags": flags(result, summary, capped),
+        "lag": result.lag,
+        "records": [r.to_dict() for r in result.records],
+    }
+    return out
+
+
+def _date(wall: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(wall, datetime.UTC).strftime("%Y%m%d-%H%M%S")
+
+
+def load_result(path: Path) -> dict[str, Any]:
+    """A result file written by `streamkit bench --output`. Raises ValueError for any other file."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or "records" not in data.get("streamkit", {}):
+        raise ValueError(f"{path} is not a result file of streamkit bench (no streamkit.records)")
+    return data
+
+
+def merge_results(results: Sequence[Mapping[str, Any]], slo: Slo | None = None) -> dict[str, Any]:
+    """Several result files as one run: records on one timeline (by each run's wall-clock start; the machines'
+    clocks must agree), every figure recomputed from them."""
+    parts = [
+        {
+            "records": r["streamkit"]["records"],
+            "start_wall": r["streamkit"]["start_wall"],
+            "lag": r["streamkit"]["lag"],
+        }
+        for r in results
+    ]
+    merged = merge_parts(parts, workers=sum(r["streamkit"].get("workers", 1) for r in results))
+    settings = {k: results[0][k] for k in ("model", "base_url", "endpoint_type") if k in results[0]}
+    settings["merged_from"] = len(results)
+    return result_json(merged, slo, settings)
+
+
+def table(result: Mapping[str, Any]) -> str:
+    """The summary in the layout of vLLM's, plus streamkit's figures on the client itself."""
+    sk = result["streamkit"]
+    lines = ["============ streamkit bench result ============"]
+
+    def row(label: str, value: object, fmt: str = "") -> None:
+        text = "n/a" if value is None else format(value, fmt)
+        lines.append(f"{label:<40} {text}")
+
+    row("Successful requests:", result["completed"])
+    row("Failed requests:", result["failed"])
+    for name, count in sorted(sk["failures"].items()):
+        row(f"  {name}:", count)
+    row("Benchmark duration (s):", result["duration"], ".2f")
+    row("Total input tokens:", result["total_input_tokens"])
+    row("Total generated tokens:", result["total_output_tokens"])
+    row("Request throughput (req/s):", result["request_throughput"], ".2f")
+    if result["request_goodput"] is not None:
+        row(f"Request goodput (req/s, {sk['slo']}):", result["request_goodput"], ".2f")
+    row("Output token throughput (tok/s):", result["output_throughput"], ".2f")
+    row("Total token throughput (tok/s):", result["total_token_throughput"], ".2f")
+    titles = {
+        "ttft": "Time to First Token",
+        "tpot": "Time per Output Token (excl. 1st token)",
+        "itl": "Inter-token Latency"
+        + ("" if sk["itl_per_token"] else " (per chunk: tokens per chunk unknown)"),
+        "e2el": "End-to-end Latency",
+    }
+    for name, title in titles.items():
+        lines.append(f"{title:-^50}")
+        upper = name.upper()
+        for stat in ("mean", "median", "std"):
+            row(f"{stat.capitalize()} {upper} (ms):", result[f"{stat}_{name}_ms"], ".2f")
+        for p in PERCENTILES:
+            key = str(int(p)) if p == int(p) else str(p)
+            row(f"P{key} {upper} (ms):", result[f"p{key}_{name}_ms"], ".2f")
+    lines.append(f"{'The client itself':-^50}")
+    row("Client queue time p99 (ms):", sk["queue_ms"]["p99"], ".2f")
+    row("Event-loop lag p99 / max (ms):", _pair(sk["loop_lag_ms"]["p99"], sk["loop_lag_ms"]["max"]))
+    row("Events per socket read (mean):", sk["events_per_read"], ".2f")
+    if sk["calibration_ms"]:
+        cal = sk["calibration_ms"]
+        row("Client floor TTFT p50 / p99 (ms):", _pair(cal["ttft_p50"], cal["ttft_p99"]))
+        row("Client floor ITL p50 / p99 (ms):", _pair(cal["itl_p50"], cal["itl_p99"]))
+    row("Workers (processes):", sk["workers"])
+    lines.append("=" * 50)
+    lines += [f"FLAG: {flag}" for flag in sk["flags"]]
+    return "\n".join(lines)
+
+
+def _pair(a: float | None, b: float | None) -> str:
+    return " / ".join("n/a" if v is None else f"{v:.3f}" for v in (a, b))
+
+
+def save_requests(result: RunResult, path: Path) -> None:
+    """One JSON object per request: its record, plus its TTFT, TPOT, E2EL and queue time in seconds."""
+    with path.open("w", encoding="utf-8") as out:
+        for r in result.records:
+            line = {
+                **r.to_dict(),
+                "ttft": r.ttft,
+                "tpot": r.tpot,
+                "e2el": r.e2el,
+                "queue": r.queue,
+                "ok": r.ok,
+            }
+            out.write(json.dumps(line) + "\n")
+
+
+def plot(result: Mapping[str, Any], path: Path) -> None:
+    """TTFT and ITL distributions and latency over time: `.html` (self-contained SVG) or `.png` (matplotlib).
+    Raises ValueError for another suffix, RuntimeError when matplotlib is missing for a PNG."""
+    records = [RequestRecord.from_dict(r) for r in result["streamkit"]["records"]]
+    ok = [r for r in records if r.ok]
+    ttfts = [r.ttft * 1000 for r in ok if r.ttft is not None]
+    itls = [v * 1000 for r in ok for v in (r.itl if r.itl is not None else r.icl)]
+    over_time = [(r.t0, r.ttft * 1000) for r in ok if r.ttft is not None]
+    if path.suffix == ".html":
+        path.write_text(_html(ttfts, itls, over_time), encoding="utf-8")
+    elif path.suffix == ".png":
+        _png(ttfts, itls, over_time, path)
+    else:
+        raise ValueError(f"--plot needs a .html or .png file, not {path.name}")
+
+
+def _empty_svg(title: str) -> str:
+    return f"<svg width='480' height='40'><text x='10' y='20'>{html.escape(title)}: no data</text></svg>"
+
+
+def _histogram_svg(values: list[float], title: str, bins: int = 40) -> str:
+    width, height, pad = 480, 220, 30
+    if not values:
+        return _empty_svg(title)
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    counts = [0] * bins
+    for v in values:
+        counts[min(int((v - low) / span * bins), bins - 1)] += 1
+    top = max(counts)
+    bar = (width - 2 * pad) / bins
+    rects = "".join(
+        f"<rect x='{pad + i * bar:.1f}' y='{height - pad - c / top * (height - 2 * pad):.1f}' "
+        f"width='{bar - 1:.1f}' height='{c / top * (height - 2 * pad):.1f}' fill='#3f51b5'/>"
+        for i, c in enumerate(counts)
+    )
+    return (
+        f"<svg width='{width}' height='{height}' xmlns='http://www.w3.org/2000/svg'>"
+        f"<text x='{pad}' y='18' font-size='13'>{html.escape(title)} (ms), n={len(values)}</text>{rects}"
+        f"<text x='{pad}' y='{height - 8}' font-size='11'>{low:.2f}</text>"
+        f"<text x='{width - pad}' y='{height - 8}' font-size='11' text-anchor='end'>{high:.2f}</text></svg>"
+    )
+
+
+def _scatter_svg(points: list[tuple[float, float]], title: str) -> str:
+    width, height, pad = 480, 220, 30
+    if not points:
+        return _empty_svg(title)
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x0, x1, y1 = min(xs), max(xs), max(ys)
+    sx, sy = (width - 2 * pad) / ((x1 - x0) or 1), (height - 2 * pad) / (y1 or 1)
+    dots = "".join(
+        f"<circle cx='{pad + (x - x0) * sx:.1f}' cy='{height - pad - y * sy:.1f}' r='2' fill='#e91e63'/>"
+        for x, y in points
+    )
+    return (
+        f"<svg width='{width}' height='{height}' xmlns='http://www.w3.org/2000/svg'>"
+        f"<text x='{pad}' y='18' font-size='13'>{html.escape(title)}</text>{dots}"
+        f"<text x='{pad}' y='{height - 8}' font-size='11'>{x0:.1f} s</text>"
+        f"<text x='{width - pad}' y='{height - 8}' font-size='11' text-anchor='end'>{x1:.1f} s</text>"
+        f"<text x='4' y='{pad}' font-size='11'>{y1:.1f} ms</text></svg>"
+    )
+
+
+def _html(ttfts: list[float], itls: list[float], over_time: list[tuple[float, float]]) -> str:
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>streamkit bench</title></head><body>"
+        "<h1>streamkit bench</h1>"
+        + _histogram_svg(ttfts, "TTFT")
+        + _histogram_svg(itls, "ITL")
+        + _scatter_svg(over_time, "TTFT (ms) by send time (s)")
+        + "</body></html>\n"
+    )
+
+
+def _png(ttfts: list[float], itls: list[float], over_time: list[tuple[float, float]], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RuntimeError('a PNG plot needs matplotlib: pip install "streamkit[bench]"') from None
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    axes[0].hist(ttfts, bins=40)
+    axes[0].set_title("TTFT (ms)")
+    axes[1].hist(itls, bins=40)
+    axes[1].set_title("ITL (ms)")
+    axes[2].scatter([p[0] for p in over_time], [p[1] for p in over_time], s=4)
+    axes[2].set_title("TTFT (ms) by send time (s)")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

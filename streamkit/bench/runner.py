@@ -1,0 +1,318 @@
+"""Driving the load: one event loop sends the requests and records them; `run_workers` spreads a load over
+several processes, one event loop each, and merges their records exactly.
+
+The client's own honesty is measured along the way: how late the event loop wakes up (lag), how long requests
+wait past their intended send time (queue), and how many events each socket read brought.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import multiprocessing
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from time import perf_counter
+from typing import Any
+
+import streamkit
+from streamkit.bench.metrics import RequestRecord, describe
+from streamkit.bench.workload import BenchRequest, arrival_times
+from streamkit.streams import ChatCompletionStream, CompletionStream
+from streamkit.types import ChatCompletionChunk, CompletionChunk
+
+__all__ = ["LoadConfig", "RunResult", "calibrate", "run_load", "run_workers"]
+
+LAG_INTERVAL = 0.005  # how often the lag probe wakes, in seconds
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """How to send a list of requests."""
+
+    base_url: str
+    model: str
+    api_key: str | None = None
+    chat: bool = True
+    concurrency: int | None = None
+    """Closed loop with this many slots when `rate` is None; with a rate, a cap on requests in flight."""
+    rate: float | None = None
+    burstiness: float = 1.0
+    duration: float | None = None
+    """Stop sending after this many seconds (the requests in flight still finish)."""
+    warmup: int = 0
+    seed: int = 0
+    timeout: float = 600.0
+    transport: str = "aiohttp"
+
+
+@dataclass
+class RunResult:
+    """The records of a run and what the client saw of itself."""
+
+    records: list[RequestRecord]
+    duration: float
+    start_wall: float
+    """`time.time()` at the run's time zero: puts runs of several processes or machines on one timeline."""
+    lag: list[float] = field(default_factory=list)
+    """How late each wake-up of the lag probe was, in seconds."""
+    workers: int = 1
+
+    @property
+    def lag_stats(self) -> dict[str, float]:
+        return describe(self.lag)
+
+
+def _token_count(chunk: ChatCompletionChunk | CompletionChunk) -> int | None:
+    """The tokens a chunk carried, when its logprobs say; else None."""
+    for choice in chunk.choices:
+        logprobs = choice.logprobs
+        tokens = getattr(logprobs, "content" if isinstance(chunk, ChatCompletionChunk) else "tokens", None)
+        if tokens:
+            return len(tokens)
+    return None
+
+
+def _text_len(chunk: ChatCompletionChunk | CompletionChunk) -> int:
+    if isinstance(chunk, CompletionChunk):
+        return sum(len(c.text or "") for c in chunk.choices)
+    size = 0
+    for choice in chunk.choices:
+        delta = choice.delta
+        for text in (delta.content, delta.reasoning_content, delta.reasoning, delta.refusal):
+            size += len(text or "")
+        for call in delta.tool_calls or []:
+            if call.function is not None:
+                size += len(call.function.arguments or "") + len(call.function.name or "")
+    return size
+
+
+def record_stream(
+    record: RequestRecord,
+    stream: ChatCompletionStream | CompletionStream,
+    chunks: Sequence[ChatCompletionChunk | CompletionChunk],
+    origin: float,
+) -> None:
+    """Fill `record` from a finished stream's chunks and its metrics (arrival per chunk, stamped per read)."""
+    metrics = stream.metrics
+    record.t0 = metrics.request_sent - origin
+    carries = type(stream)._carries_token
+    counts: list[int | None] = []
+    estimate = 0
+    for chunk, arrived in zip(chunks, metrics.arrivals, strict=False):
+        if carries(chunk):  # type: ignore[arg-type]
+            record.token_times.append(arrived - metrics.request_sent)
+            counts.append(_token_count(chunk))
+            estimate += max(1, round(_text_len(chunk) / 4))
+        if chunk.usage is not None:
+            record.output_tokens = chunk.usage.completion_tokens
+            record.prompt_tokens = chunk.usage.prompt_tokens
+    known = [c for c in counts if c is not None]
+    if len(known) == len(counts):
+        record.token_counts = known
+        record.counted_tokens = sum(known)
+    else:
+        record.counted_tokens = estimate
+        if record.output_tokens == len(counts):
+            record.token_counts = [1] * len(counts)
+    record.chunks = len(chunks)
+    record.reads = metrics.reads
+
+
+async def send_one(
+    client: streamkit.AsyncClient, config: LoadConfig, request: BenchRequest, t_sched: float, origin: float
+) -> RequestRecord:
+    """Send one streamed request and record it; errors are recorded, not raised."""
+    record = RequestRecord(t_sched=t_sched, t0=perf_counter() - origin, input_len=request.input_len)
+    body: dict[str, Any] = dict(request.body)
+    options = body.pop("stream_options", None) or {}
+    kwargs: dict[str, Any] = {"model": config.model, "stream": True}
+    kwargs["stream_options"] = {**options, "include_usage": True}
+    kwargs["messages" if config.chat else "prompt"] = body.pop("messages" if config.chat else "prompt")
+    kwargs["extra_body"] = body
+    stream: ChatCompletionStream | CompletionStream | None = None
+    chunks: list[Any] = []
+    try:
+        if config.chat:
+            stream = await client.chat.completions.create(**kwargs)
+        else:
+            stream = await client.completions.create(**kwargs)
+        async with stream:
+            chunks.extend([chunk async for chunk in stream])
+    except streamkit.StreamkitError as exc:
+        record.error = type(exc).__name__
+        record.error_message = str(exc)[:200]
+    if stream is not None:
+        record_stream(record, stream, chunks, origin)
+    return record
+
+
+async def _lag_probe(lags: list[float], stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        expected = loop.time() + LAG_INTERVAL
+        await asyncio.sleep(LAG_INTERVAL)
+        lags.append(max(0.0, loop.time() - expected))
+
+
+async def run_load(
+    config: LoadConfig,
+    requests: Sequence[BenchRequest],
+    *,
+    progress: Callable[[RequestRecord], None] | None = None,
+) -> RunResult:
+    """Send `requests` as `config` says, in this event loop, and return what was measured."""
+    timeout = streamkit.Timeout(connect=30, idle=config.timeout, total=config.timeout)
+    async with streamkit.AsyncClient(
+        base_url=config.base_url,
+        api_key=config.api_key or "none",
+        transport=config.transport,  # type: ignore[arg-type]
+        max_retries=0,
+        timeout=timeout,
+    ) as client:
+        if config.warmup:
+            warm = [requests[i % len(requests)] for i in range(config.warmup)]
+            await asyncio.gather(*(send_one(client, config, r, 0.0, perf_counter()) for r in warm))
+        lags: list[float] = []
+        stop = asyncio.Event()
+        probe = asyncio.ensure_future(_lag_probe(lags, stop))
+        start_wall, origin = time.time(), perf_counter()
+        records: list[RequestRecord] = []
+
+        def done(record: RequestRecord) -> None:
+            records.append(record)
+            if progress is not None:
+                progress(record)
+
+        deadline = math.inf if config.duration is None else config.duration
+        if config.rate is None:
+            await _closed_loop(client, config, requests, origin, deadline, done)
+        else:
+            await _open_loop(client, config, requests, origin, deadline, done)
+        duration = max((r.t0 + (r.e2el or 0.0) for r in records), default=0.0) - min(
+            (r.t0 for r in records), default=0.0
+        )
+        stop.set()
+        await probe
+    records.sort(key=lambda r: r.t_sched)
+    return RunResult(records, duration, start_wall, lags)
+
+
+async def _closed_loop(
+    client: streamkit.AsyncClient,
+    config: LoadConfig,
+    requests: Sequence[BenchRequest],
+    origin: float,
+    deadline: float,
+    done: Callable[[RequestRecord], None],
+) -> None:
+    queue = iter(requests)
+
+    async def slot() -> None:
+        for request in queue:
+            t_sched = perf_counter() - origin
+            if t_sched >= deadline:
+                return
+            done(await send_one(client, config, request, t_sched, origin))
+
+    await asyncio.gather(*(slot() for _ in range(config.concurrency or 1)))
+
+
+async def _open_loop(
+    client: streamkit.AsyncClient,
+    config: LoadConfig,
+    requests: Sequence[BenchRequest],
+    origin: float,
+    deadline: float,
+    done: Callable[[RequestRecord], None],
+) -> None:
+    assert config.rate is not None
+    limit = asyncio.Semaphore(config.concurrency) if config.concurrency else None
+    tasks: list[asyncio.Task[None]] = []
+
+    async def send(request: BenchRequest, t_sched: float) -> None:
+        if limit is None:
+            done(await send_one(client, config, request, t_sched, origin))
+            return
+        async with limit:
+            done(await send_one(client, config, request, t_sched, origin))
+
+    for request, t_sched in zip(
+        requests, arrival_times(config.rate, config.burstiness, config.seed), strict=False
+    ):
+        if t_sched >= deadline:
+            break
+        wait = t_sched - (perf_counter() - origin)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        tasks.append(asyncio.ensure_future(send(request, t_sched)))
+    await asyncio.gather(*tasks)
+
+
+async def calibrate(requests: int = 50, tokens: int = 16) -> dict[str, float]:
+    """The client's own floor: TTFT and ITL measured against the built-in server, in this process, answering
+    with no delay at all. Whatever is measured here is the client and the loopback, never the model."""
+    from streamkit.server import ServerConfig, Timing, start_server
+
+    async with await start_server(ServerConfig(timing=Timing(tokens=tokens))) as server:
+        config = LoadConfig(base_url=server.base_url, model="scripted", concurrency=1)
+        body = {"messages": [{"role": "user", "content": "calibration"}], "max_tokens": tokens}
+        result = await run_load(config, [BenchRequest(body, 1)] * requests)
+    ttft = describe(r.ttft for r in result.records if r.ttft is not None)
+    itl = describe(v for r in result.records for v in r.icl)
+    return {"ttft_p50": ttft["p50"], "ttft_p99": ttft["p99"], "itl_p50": itl["p50"], "itl_p99": itl["p99"]}
+
+
+def _worker(config: LoadConfig, requests: list[BenchRequest], worker: int) -> dict[str, Any]:
+    result = asyncio.run(run_load(config, requests))
+    return {
+        "records": [replace(r, worker=worker).to_dict() for r in result.records],
+        "start_wall": result.start_wall,
+        "lag": result.lag,
+    }
+
+
+def split(
+    config: LoadConfig, requests: Sequence[BenchRequest], k: int
+) -> list[tuple[LoadConfig, list[BenchRequest]]]:
+    """The share of each of `k` workers: every k-th request, 1/k of the rate, and the slots dealt out."""
+    shares = []
+    for i in range(k):
+        concurrency = None
+        if config.concurrency:
+            concurrency = config.concurrency // k + (1 if i < config.concurrency % k else 0)
+        rate = None if config.rate is None else config.rate / k
+        part = replace(
+            config, concurrency=concurrency, rate=rate, seed=config.seed + i, warmup=config.warmup // k
+        )
+        shares.append((part, list(requests[i::k])))
+    return [(c, r) for c, r in shares if r and (c.concurrency is None or c.concurrency > 0)]
+
+
+def run_workers(config: LoadConfig, requests: Sequence[BenchRequest], k: int) -> RunResult:
+    """Run the load in `k` processes at once and merge their records onto one timeline."""
+    context = multiprocessing.get_context("spawn")
+    shares = split(config, requests, k)
+    with context.Pool(len(shares)) as pool:
+        parts = pool.starmap(_worker, [(c, r, i) for i, (c, r) in enumerate(shares)])
+    return merge_parts(parts, workers=len(shares))
+
+
+def merge_parts(parts: Sequence[Mapping[str, Any]], workers: int | None = None) -> RunResult:
+    """Records of several runs on one timeline: each shifted by its start's offset from the earliest."""
+    start = min(p["start_wall"] for p in parts)
+    records: list[RequestRecord] = []
+    lag: list[float] = []
+    for part in parts:
+        shift = part["start_wall"] - start
+        for data in part["records"]:
+            record = RequestRecord.from_dict(data)
+            record.t_sched += shift
+            record.t0 += shift
+            records.append(record)
+        lag += part.get("lag", [])
+    records.sort(key=lambda r: r.t_sched)
+    ends = [r.t0 + (r.e2el or 0.0) for r in records]
+    duration = max(ends, default=0.0) - min((r.t0 for r in records), default=0.0)
+    return RunResult(records, duration, start, lag, workers or len(parts))
