@@ -38,6 +38,9 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     serve.add_argument(
         "--fault", default="", metavar="SPEC", help="faults for every request, as 'drop=3,...'"
     )
+    serve.add_argument(
+        "--trace", action="store_true", help="record token write times, served at GET /streamkit/trace"
+    )
 
 
 def _serve_config(args: argparse.Namespace) -> ServerConfig:
@@ -53,6 +56,7 @@ def _serve_config(args: argparse.Namespace) -> ServerConfig:
         api_key=args.api_key,
         timing=Timing.parse(",".join(spec)),
         faults=Faults.parse(args.fault),
+        trace=args.trace,
     )
 
 

@@ -59,6 +59,8 @@ class RequestRecord:
     """The error's class name, for a failed request."""
     error_message: str = ""
     worker: int = 0
+    response_id: str | None = None
+    """The completion's `id`, from its first chunk."""
 
     @property
     def ok(self) -> bool:

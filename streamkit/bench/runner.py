@@ -58,6 +58,8 @@ class RunResult:
     lag: list[float] = field(default_factory=list)
     """How late each wake-up of the lag probe was, in seconds."""
     workers: int = 1
+    origin: float = 0.0
+    """`time.perf_counter()` at the run's time zero (meaningful only within the process that ran it)."""
 
     @property
     def lag_stats(self) -> dict[str, float]:
@@ -118,6 +120,7 @@ def record_stream(
             record.token_counts = [1] * len(counts)
     record.chunks = len(chunks)
     record.reads = metrics.reads
+    record.response_id = next((c.id for c in chunks if c.id), None)
 
 
 async def send_one(
@@ -139,7 +142,9 @@ async def send_one(
         else:
             stream = await client.completions.create(**kwargs)
         async with stream:
-            chunks.extend([chunk async for chunk in stream])
+            # A loop, not a comprehension: the chunks that came before an error must survive it.
+            async for chunk in stream:
+                chunks.append(chunk)  # noqa: PERF401
     except streamkit.StreamkitError as exc:
         record.error = type(exc).__name__
         record.error_message = str(exc)[:200]
@@ -196,7 +201,7 @@ async def run_load(
         stop.set()
         await probe
     records.sort(key=lambda r: r.t_sched)
-    return RunResult(records, duration, start_wall, lags)
+    return RunResult(records, duration, start_wall, lags, origin=origin)
 
 
 async def _closed_loop(

@@ -71,6 +71,7 @@ class ServerConfig:
     api_key: str | None = None
     timing: Timing = field(default_factory=Timing)
     faults: Faults = field(default_factory=Faults)
+    trace: bool = False  # record when each token chunk was written (ServerStats.traces, GET /streamkit/trace)
 
     def __repr__(self) -> str:  # never show the key
         key = "'***'" if self.api_key else "None"
@@ -87,6 +88,9 @@ class ServerStats:
     peers: set[object] = field(default_factory=set)  # the client ends of the connections that sent requests
     bodies: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=100))
     """The JSON bodies of the last 100 valid requests, newest last: what a test can assert was sent."""
+    traces: dict[str, list[float]] | None = None
+    """With tracing on (`ServerConfig.trace`): per completion id, `time.perf_counter()` right after each
+    token-carrying chunk was written: the ground truth a benchmark's measurements are checked against."""
     attempts: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -341,6 +345,14 @@ class _Handler:
         if key is not None and request.headers.get("Authorization") != f"Bearer {key}":
             raise RequestError(401, "Incorrect API key provided.", None, "invalid_api_key")
 
+    async def trace(self, request: web.Request) -> web.Response:
+        """The token write times recorded so far, by completion id; `?clear=1` forgets them after."""
+        traces = self.stats.traces or {}
+        response = web.json_response(traces)
+        if request.query.get("clear"):
+            traces.clear()
+        return response
+
     async def models(self, request: web.Request) -> web.Response:
         try:
             self._authorize(request)
@@ -503,6 +515,8 @@ class _Stream:
                     first_token = False
                 await self.write(self.event(_encode(chunk)))
                 stats.chunks += 1
+                if ntokens and stats.traces is not None:
+                    stats.traces.setdefault(chunk["id"], []).append(time.perf_counter())
             if await self.fault(len(self.plan.chunks)):
                 return self.response
             if not faults.no_done:
@@ -554,4 +568,7 @@ def create_app(config: ServerConfig | None = None, stats: ServerStats | None = N
     app.router.add_post("/v1/chat/completions", handler.chat)
     app.router.add_post("/v1/completions", handler.completions)
     app.router.add_get("/v1/models", handler.models)
+    if config.trace:
+        handler.stats.traces = {}
+        app.router.add_get("/streamkit/trace", handler.trace)
     return app

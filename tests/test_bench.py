@@ -1,0 +1,348 @@
+"""`streamkit bench`: the metric arithmetic, what counts as a token event, scheduling, the result file,
+merging, and accuracy against the built-in server's known timing."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import json
+import math
+import statistics
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import streamkit
+from streamkit.bench import (
+    BenchRequest,
+    LoadConfig,
+    RequestRecord,
+    Slo,
+    arrival_times,
+    describe,
+    percentile,
+    run_load,
+    summarize,
+)
+from streamkit.bench.report import merge_results, result_json, table
+from streamkit.bench.runner import RunResult, send_one
+from streamkit.server import ServerProcess
+from streamkit.transports.mock import MockResponse, MockTransport
+
+FIXTURES = Path(__file__).parent / "fixtures" / "openai"
+HI = [{"role": "user", "content": "Hi"}]
+
+
+# The arithmetic
+
+
+def test_ttft_e2el_tpot_and_itl() -> None:
+    # Sent at 1.0 (scheduled at 0.9); token events 50, 60, 80 ms later carrying 1, 1 and 2 tokens; N = 4.
+    r = RequestRecord(
+        t_sched=0.9, t0=1.0, token_times=[0.05, 0.06, 0.08], token_counts=[1, 1, 2], output_tokens=4
+    )
+    assert r.ttft == 0.05 and r.e2el == 0.08
+    assert r.tpot == pytest.approx((0.08 - 0.05) / 3)
+    assert r.icl == pytest.approx([0.01, 0.02])
+    assert r.itl == pytest.approx([0.01, 0.01, 0.01])  # the 20 ms gap is split over the 2 tokens it brought
+    assert r.queue == pytest.approx(0.1)
+
+
+def test_unknown_tokens_per_chunk_give_no_itl_but_icl() -> None:
+    r = RequestRecord(t_sched=0, t0=0, token_times=[0.1, 0.2, 0.4], output_tokens=9)
+    assert r.itl is None and r.icl == pytest.approx([0.1, 0.2])
+    assert r.tpot == pytest.approx(0.3 / 8) and not r.tokens_estimated
+
+
+def test_percentiles_interpolate_like_numpy() -> None:
+    values = [1.0, 2.0, 3.0, 4.0]
+    assert percentile(values, 50) == 2.5 and percentile(values, 99) == pytest.approx(3.97)
+    stats = describe([3.0, 1.0, 2.0])
+    assert (stats["min"], stats["median"], stats["max"], stats["mean"]) == (1.0, 2.0, 3.0, 2.0)
+    assert stats["std"] == pytest.approx(math.sqrt(2 / 3))
+    assert math.isnan(describe([])["p99"])
+
+
+def test_summary_counts_failures_goodput_and_throughput() -> None:
+    good = RequestRecord(0, 0, token_times=[0.1, 0.2], token_counts=[1, 1], output_tokens=2, prompt_tokens=5)
+    slow = RequestRecord(0, 0, token_times=[0.9, 1.0], token_counts=[1, 1], output_tokens=2, prompt_tokens=5)
+    failed = RequestRecord(0, 0, error="ReadError")
+    empty = RequestRecord(0, 0)  # a 200 with no token at all
+    summary = summarize([good, slow, failed, empty], duration=2.0, slo=Slo.parse("ttft=500"))
+    assert (summary.completed, summary.failed) == (2, 2)
+    assert summary.failures == {"ReadError": 1, "NoTokens": 1}
+    assert summary.request_throughput == 1.0 and summary.output_throughput == 2.0
+    assert summary.total_token_throughput == 7.0
+    assert summary.request_goodput == 0.5  # only `good` meets ttft <= 500 ms
+    with pytest.raises(ValueError, match="unknown SLO"):
+        Slo.parse("latency=3")
+
+
+# What counts as a token event, on recorded OpenAI streams
+
+
+def client_for(body: bytes, pieces: int = 1) -> streamkit.AsyncClient:
+    size = max(1, len(body) // pieces)
+    parts = [body[i : i + size] for i in range(0, len(body), size)]
+
+    def handler(request: Any) -> MockResponse:
+        return MockResponse(200, parts, {"content-type": "text/event-stream"})
+
+    return streamkit.AsyncClient(base_url="http://test/v1", api_key="k", transport=MockTransport(handler))
+
+
+async def record_of(body: bytes, pieces: int = 1) -> RequestRecord:
+    config = LoadConfig(base_url="http://test/v1", model="m")
+    async with client_for(body, pieces) as client:
+        return await send_one(client, config, BenchRequest({"messages": HI}, 1), 0.0, 0.0)
+
+
+def chunk(delta: dict[str, Any], **extra: Any) -> bytes:
+    choice = {"index": 0, "delta": delta, "finish_reason": extra.pop("finish_reason", None), **extra}
+    return b"data: " + json.dumps({"id": "c", "choices": [choice]}).encode() + b"\n\n"
+
+
+USAGE = b'data: {"id": "c", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}\n\n'
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_role_only_usage_and_comments_are_not_token_events() -> None:
+    body = (
+        chunk({"role": "assistant", "content": ""})
+        + b": keep-alive\n\n"
+        + chunk({"content": "Hel"})
+        + chunk({"reasoning_content": "hmm"})
+        + chunk({}, finish_reason="stop")
+        + USAGE
+        + b"data: [DONE]\n\n"
+    )
+    record = await record_of(body)
+    assert len(record.token_times) == 2 and record.chunks == 5  # role, Hel, hmm, stop, usage
+    assert (record.output_tokens, record.prompt_tokens) == (4, 3)
+    assert record.token_counts is None  # 4 tokens over 2 events, no logprobs: per-event counts unknown
+    assert record.ok and not record.tokens_estimated
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_logprobs_give_tokens_per_chunk() -> None:
+    two = {"content": [{"token": "a", "logprob": 0, "bytes": None, "top_logprobs": []}] * 2}
+    body = chunk({"content": "ab"}, logprobs=two) + chunk(
+        {"content": "c"}, logprobs={"content": two["content"][:1]}
+    )
+    record = await record_of(body + chunk({}, finish_reason="stop") + b"data: [DONE]\n\n")
+    assert record.token_counts == [2, 1] and record.tokens == 3 and record.tokens_estimated
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_failures_are_recorded_with_what_arrived() -> None:
+    record = await record_of(chunk({"content": "Hel"}) + chunk({"content": "lo"}))  # ends without finishing
+    assert record.error == "IncompleteStreamError" and len(record.token_times) == 2 and not record.ok
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.bin")), ids=lambda p: p.stem)
+async def test_recorded_streams(path: Path) -> None:
+    """Every recorded OpenAI stream: one token event per chunk that carries content, refusal or a tool call,
+    whatever the reads, and N from usage when the stream has it."""
+    body = path.read_bytes()
+    record = await record_of(body, pieces=7)
+    final = json.loads(path.with_suffix(".final.json").read_text())
+    if final.get("usage"):
+        assert record.output_tokens == final["usage"]["completion_tokens"]
+    carrying = 0
+    for line in body.split(b"\n"):
+        if line.startswith(b"data: {"):
+            choices = json.loads(line[6:]).get("choices") or []
+            deltas = [c.get("delta", {}) for c in choices]
+            carrying += any(d.get("content") or d.get("refusal") or d.get("tool_calls") for d in deltas)
+    assert len(record.token_times) == carrying and record.error is None
+
+
+# Scheduling
+
+
+def test_poisson_and_gamma_arrivals_have_the_asked_rate() -> None:
+    for burstiness in (1.0, 0.5, 4.0):
+        times = list(zip(range(20_000), arrival_times(100.0, burstiness, seed=1), strict=False))
+        gaps = [b[1] - a[1] for a, b in itertools.pairwise(times)]
+        assert statistics.mean(gaps) == pytest.approx(0.01, rel=0.03)
+        cv = statistics.stdev(gaps) / statistics.mean(gaps)  # 1/sqrt(shape) for gamma gaps
+        assert cv == pytest.approx(1 / math.sqrt(burstiness), rel=0.06)
+    assert list(zip(range(3), arrival_times(math.inf, 1.0, 0), strict=False)) == [
+        (0, 0.0),
+        (1, 0.0),
+        (2, 0.0),
+    ]
+
+
+@pytest.fixture(scope="module")
+def timed_server() -> Iterator[str]:
+    """The built-in server in its own process: 50 ms to the first token, then 10 ms per token, +-20%."""
+    with ServerProcess("--ttft", "0.05", "--tps", "100", "--jitter", "0.2", "--tokens", "20") as base_url:
+        yield base_url
+
+
+def requests(n: int) -> list[BenchRequest]:
+    return [BenchRequest({"messages": HI, "max_tokens": 20}, 1)] * n
+
+
+def test_open_loop_achieves_its_rate_with_little_queueing(timed_server: str) -> None:
+    config = LoadConfig(base_url=timed_server, model="scripted", rate=100.0, seed=3)
+    result = asyncio.run(run_load(config, requests(200)))
+    assert all(r.ok for r in result.records)
+    sends = sorted(r.t0 for r in result.records)
+    achieved = (len(sends) - 1) / (sends[-1] - sends[0])
+    planned = sorted(r.t_sched for r in result.records)
+    assert achieved == pytest.approx((len(planned) - 1) / (planned[-1] - planned[0]), rel=0.05)
+    queue = describe(r.queue for r in result.records)
+    assert queue["p50"] < 0.002 and queue["p99"] < 0.01
+
+
+def test_concurrency_caps_requests_in_flight(timed_server: str) -> None:
+    config = LoadConfig(base_url=timed_server, model="scripted", concurrency=4)
+    result = asyncio.run(run_load(config, requests(24)))
+    events = sorted(
+        [(r.t0, 1) for r in result.records] + [(r.t0 + (r.e2el or 0), -1) for r in result.records]
+    )
+    in_flight = peak = 0
+    for _, step in events:
+        in_flight += step
+        peak = max(peak, in_flight)
+    assert peak == 4
+
+
+# Accuracy against the server's known timing
+
+
+def truth(result: RunResult, traces: dict[str, list[float]]) -> list[RequestRecord]:
+    """The run's records with the server's write times in place of the client's arrival times."""
+    true = []
+    for r in result.records:
+        sent = result.origin + r.t0
+        written = [t - sent for t in traces[r.response_id or ""]]
+        true.append(dataclasses.replace(r, token_times=written))
+    return true
+
+
+@pytest.mark.parametrize("concurrency", [1, 64])
+def test_measures_what_the_server_did(concurrency: int) -> None:
+    """The server (its own process) records when it wrote each token chunk: 50 ms to the first token, then
+    10 ms per token, each wait +-20%. The client's TTFT and ITL percentiles must match those of the server's
+    writes: the gap is what the client adds (loopback, wake-up, its own work), on two cores shared by both."""
+    with ServerProcess(
+        "--ttft", "0.05", "--tps", "100", "--jitter", "0.2", "--tokens", "20", "--trace"
+    ) as url:
+        config = LoadConfig(base_url=url, model="scripted", concurrency=concurrency)
+        result = asyncio.run(run_load(config, requests(max(64, 2 * concurrency))))
+        with urllib.request.urlopen(url.removesuffix("/v1") + "/streamkit/trace") as response:
+            traces = json.load(response)
+    measured = summarize(result.records, result.duration)
+    true = summarize(truth(result, traces), result.duration)
+    assert measured.completed == len(result.records) and measured.itl_known
+    if concurrency == 1:  # as configured, give or take the server's timer (epoll waits in whole ms)
+        assert true.ttft["p50"] == pytest.approx(0.050, abs=0.005)
+        assert true.itl["p50"] == pytest.approx(0.010, abs=0.002)
+    # Seconds: at 64 streams the client and the server share this machine's two cores.
+    tolerance = {"p50": 0.001, "p99": 0.003} if concurrency == 1 else {"p50": 0.003, "p99": 0.015}
+    for metric in ("ttft", "itl", "e2el"):
+        for p in ("p50", "p99"):
+            got, want = getattr(measured, metric)[p], getattr(true, metric)[p]
+            assert got == pytest.approx(want, abs=tolerance[p]), (metric, p, got, want)
+            assert got >= want - 0.0002  # an arrival is never before its write (clock reads aside)
+
+
+# The result file and merging
+
+
+def fake_run(start_wall: float, offset: float) -> dict[str, Any]:
+    records = [
+        RequestRecord(
+            offset + i, offset + i, [0.1 * (i + 1), 0.1 * (i + 1) + 0.01], [1, 1], 2, prompt_tokens=3
+        )
+        for i in range(3)
+    ]
+    return result_json(RunResult(records, 2.31, start_wall, [0.001]), settings={"model": "m"})
+
+
+def test_result_file_has_vllm_fields() -> None:
+    result = fake_run(1000.0, 0.0)
+    for name in ("ttft", "tpot", "itl", "e2el"):
+        for stat in ("mean", "median", "std", "p50", "p90", "p95", "p99", "p99.9"):
+            assert f"{stat}_{name}_ms" in result
+    for key in ("duration", "completed", "failed", "total_input_tokens", "total_output_tokens",
+                "request_throughput", "output_throughput", "total_token_throughput", "ttfts", "itls",
+                "input_lens", "output_lens", "errors"):  # fmt: skip
+        assert key in result
+    assert result["median_ttft_ms"] == pytest.approx(200.0)
+    assert result["ttfts"] == pytest.approx([0.1, 0.2, 0.3]) and result["output_lens"] == [2, 2, 2]
+    assert "Median TTFT (ms):" in table(result)
+
+
+def test_merge_recomputes_from_the_records() -> None:
+    a, b = fake_run(1000.0, 0.0), fake_run(1005.0, 0.0)  # b started 5 s after a
+    merged = merge_results([a, b])
+    assert merged["completed"] == 6 and merged["merged_from"] == 2
+    assert sorted(merged["ttfts"]) == pytest.approx(sorted(a["ttfts"] + b["ttfts"]))
+    t0s = sorted(r["t0"] for r in merged["streamkit"]["records"])
+    assert t0s == pytest.approx([0, 1, 2, 5, 6, 7])  # b's records moved onto a's timeline
+    assert merged["duration"] == pytest.approx(7.31)
+    assert merged["median_ttft_ms"] == pytest.approx(200.0)
+
+
+# The command
+
+
+def test_cli_against_a_server_with_output_plot_and_merge(timed_server: str, tmp_path: Path) -> None:
+    base = [
+        sys.executable,
+        "-m",
+        "streamkit.cli",
+        "bench",
+        "--base-url",
+        timed_server,
+        "--num-requests",
+        "20",
+    ]
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    for out, extra in ((one, ["--concurrency", "4"]), (two, ["--rate", "50", "--workers", "2"])):
+        result = subprocess.run(
+            [*base, *extra, "--output", str(out), "--save-requests", str(out.with_suffix(".jsonl")),
+             "--plot", str(out.with_suffix(".html"))],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "Median TTFT (ms):" in result.stdout and "Client floor TTFT" in result.stdout
+        assert json.loads(out.read_text())["completed"] == 20
+        assert len(out.with_suffix(".jsonl").read_text().splitlines()) == 20
+        assert "<svg" in out.with_suffix(".html").read_text()
+    assert json.loads(two.read_text())["streamkit"]["workers"] == 2
+    merged = subprocess.run(
+        [sys.executable, "-m", "streamkit.cli", "bench", "merge", str(one), str(two),
+         "-o", str(tmp_path / "m.json"), "--plot", str(tmp_path / "m.png")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert merged.returncode == 0, merged.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["completed"] == 40
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"no": "messages"}\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "streamkit.cli", "bench", "--base-url", "http://127.0.0.1:9/v1",
+         "--model", "m", "--requests-file", str(bad)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "needs 'messages'" in result.stderr
