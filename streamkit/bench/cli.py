@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -95,15 +96,13 @@ def _run(args: argparse.Namespace, slo: Slo | None, extra: dict[str, Any]) -> in
 
     base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
     api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
-    builtin = None
-    if base_url is None:
-        builtin = ServerThread(ServerConfig()).__enter__()
-        base_url = builtin.base_url
-        print(
-            f"streamkit bench: no endpoint given; measuring the built-in server at {base_url}",
-            file=sys.stderr,
-        )
-    try:
+    with contextlib.ExitStack() as stack:
+        if base_url is None:
+            base_url = stack.enter_context(ServerThread(ServerConfig())).base_url
+            print(
+                f"streamkit bench: no endpoint given; measuring the built-in server at {base_url}",
+                file=sys.stderr,
+            )
         model = args.model or _first_model(base_url, api_key)
         chat = not args.completions
         count = args.num_requests if args.duration is None else max(args.num_requests, 1_000_000)
@@ -125,9 +124,6 @@ def _run(args: argparse.Namespace, slo: Slo | None, extra: dict[str, Any]) -> in
             result = run_workers(config, requests, args.workers)
         else:
             result = _with_progress(config, requests, args)
-    finally:
-        if builtin is not None:
-            builtin.__exit__(None, None, None)
     settings = {
         "model": model,
         "base_url": base_url,

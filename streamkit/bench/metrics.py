@@ -31,6 +31,8 @@ __all__ = [
     "Summary",
     "describe",
     "percentile",
+    "percentile_name",
+    "span",
     "summarize",
 ]
 
@@ -143,12 +145,20 @@ def describe(values: Iterable[float]) -> dict[str, float]:
         "median": percentile(ordered, 50),
     }
     for p in PERCENTILES:
-        stats[f"p{_p_name(p)}"] = percentile(ordered, p)
+        stats[f"p{percentile_name(p)}"] = percentile(ordered, p)
     return stats
 
 
-def _p_name(p: float) -> str:
+def percentile_name(p: float) -> str:
+    """`99` for 99.0, `99.9` for 99.9: how percentiles are spelled in keys such as `p99.9_ttft_ms`."""
     return str(int(p)) if p == int(p) else str(p)
+
+
+def span(records: Sequence[RequestRecord]) -> float:
+    """From the first send to the last token event, in seconds; 0 for no records."""
+    if not records:
+        return 0.0
+    return max(r.t0 + (r.e2el or 0.0) for r in records) - min(r.t0 for r in records)
 
 
 @dataclass(frozen=True)

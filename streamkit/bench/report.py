@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from streamkit._version import __version__
-from streamkit.bench.metrics import PERCENTILES, RequestRecord, Slo, Summary, summarize
+from streamkit.bench.metrics import PERCENTILES, RequestRecord, Slo, Summary, percentile_name, summarize
 from streamkit.bench.runner import RunResult, merge_parts
 
 __all__ = ["flags", "load_result", "merge_results", "plot", "result_json", "table"]
@@ -84,7 +84,7 @@ def result_json(
         out[f"median_{name}_ms"] = _ms(stats["median"])
         out[f"std_{name}_ms"] = _ms(stats["std"])
         for p in PERCENTILES:
-            key = str(int(p)) if p == int(p) else str(p)
+            key = percentile_name(p)
             out[f"p{key}_{name}_ms"] = _ms(stats[f"p{key}"])
     out["streamkit"] = {
         "version": __version__,
@@ -171,7 +171,7 @@ def table(result: Mapping[str, Any]) -> str:
         for stat in ("mean", "median", "std"):
             row(f"{stat.capitalize()} {upper} (ms):", result[f"{stat}_{name}_ms"], ".2f")
         for p in PERCENTILES:
-            key = str(int(p)) if p == int(p) else str(p)
+            key = percentile_name(p)
             row(f"P{key} {upper} (ms):", result[f"p{key}_{name}_ms"], ".2f")
     lines.append(f"{'The client itself':-^50}")
     row("Client queue time p99 (ms):", sk["queue_ms"]["p99"], ".2f")

@@ -8,6 +8,7 @@ wait past their intended send time (queue), and how many events each socket read
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import multiprocessing
 import time
@@ -17,7 +18,7 @@ from time import perf_counter
 from typing import Any
 
 import streamkit
-from streamkit.bench.metrics import RequestRecord, describe
+from streamkit.bench.metrics import RequestRecord, describe, span
 from streamkit.bench.workload import BenchRequest, arrival_times
 from streamkit.streams import ChatCompletionStream, CompletionStream
 from streamkit.types import ChatCompletionChunk, CompletionChunk
@@ -195,9 +196,7 @@ async def run_load(
             await _closed_loop(client, config, requests, origin, deadline, done)
         else:
             await _open_loop(client, config, requests, origin, deadline, done)
-        duration = max((r.t0 + (r.e2el or 0.0) for r in records), default=0.0) - min(
-            (r.t0 for r in records), default=0.0
-        )
+        duration = span(records)
         stop.set()
         await probe
     records.sort(key=lambda r: r.t_sched)
@@ -233,13 +232,10 @@ async def _open_loop(
     done: Callable[[RequestRecord], None],
 ) -> None:
     assert config.rate is not None
-    limit = asyncio.Semaphore(config.concurrency) if config.concurrency else None
+    limit = asyncio.Semaphore(config.concurrency) if config.concurrency else contextlib.nullcontext()
     tasks: list[asyncio.Task[None]] = []
 
     async def send(request: BenchRequest, t_sched: float) -> None:
-        if limit is None:
-            done(await send_one(client, config, request, t_sched, origin))
-            return
         async with limit:
             done(await send_one(client, config, request, t_sched, origin))
 
@@ -318,6 +314,4 @@ def merge_parts(parts: Sequence[Mapping[str, Any]], workers: int | None = None) 
             records.append(record)
         lag += part.get("lag", [])
     records.sort(key=lambda r: r.t_sched)
-    ends = [r.t0 + (r.e2el or 0.0) for r in records]
-    duration = max(ends, default=0.0) - min((r.t0 for r in records), default=0.0)
-    return RunResult(records, duration, start, lag, workers or len(parts))
+    return RunResult(records, span(records), start, lag, workers or len(parts))
