@@ -205,7 +205,8 @@ def test_open_loop_achieves_its_rate_with_little_queueing(timed_server: str) -> 
     planned = sorted(r.t_sched for r in result.records)
     assert achieved == pytest.approx((len(planned) - 1) / (planned[-1] - planned[0]), rel=0.05)
     queue = describe(r.queue for r in result.records)
-    assert queue["p50"] < 0.002 and queue["p99"] < 0.01
+    lag = result.lag_stats["p99"]  # a send is late by as much as the event loop is, which the run reports
+    assert queue["p50"] < 0.002 + lag and queue["p99"] < 0.01 + lag
 
 
 def test_concurrency_caps_requests_in_flight(timed_server: str) -> None:
@@ -252,12 +253,14 @@ def test_measures_what_the_server_did(concurrency: int) -> None:
     if concurrency == 1:  # as configured, give or take the server's timer (epoll waits in whole ms)
         assert true.ttft["p50"] == pytest.approx(0.050, abs=0.005)
         assert true.itl["p50"] == pytest.approx(0.010, abs=0.002)
-    # Seconds: at 64 streams the client and the server share this machine's two cores.
-    tolerance = {"p50": 0.001, "p99": 0.003} if concurrency == 1 else {"p50": 0.003, "p99": 0.015}
+    # Seconds: at 64 streams the client and the server share this machine's two cores. On top of this
+    # floor, the bench owns up to the event-loop lag it measured in the same run: a busy loop reads late.
+    floor = {"p50": 0.001, "p99": 0.003} if concurrency == 1 else {"p50": 0.003, "p99": 0.015}
+    lag = result.lag_stats["p99"]
     for metric in ("ttft", "itl", "e2el"):
         for p in ("p50", "p99"):
             got, want = getattr(measured, metric)[p], getattr(true, metric)[p]
-            assert got == pytest.approx(want, abs=tolerance[p]), (metric, p, got, want)
+            assert got == pytest.approx(want, abs=floor[p] + lag), (metric, p, got, want, lag)
             assert got >= want - 0.0002  # an arrival is never before its write (clock reads aside)
 
 
