@@ -8,6 +8,7 @@ import dataclasses
 import itertools
 import json
 import math
+import pickle
 import statistics
 import subprocess
 import sys
@@ -26,6 +27,8 @@ from streamkit.bench import (
     Slo,
     arrival_times,
     describe,
+    generated_requests,
+    load_requests,
     percentile,
     run_load,
     summarize,
@@ -185,6 +188,23 @@ def test_poisson_and_gamma_arrivals_have_the_asked_rate() -> None:
     ]
 
 
+def test_requests_are_made_as_they_are_read(tmp_path: Path) -> None:
+    endless = generated_requests(None, 8, 16, chat=True, seed=1, extra_body={"ignore_eos": True})
+    assert len(endless) == sys.maxsize  # what a --duration run gets: nothing is made up front
+    far = endless[10**15]
+    assert far.body["max_tokens"] == 16 and far.body["ignore_eos"] is True
+    assert len(far.body["messages"][0]["content"].split()) == far.input_len == 8
+    assert endless[0] != endless[1] and endless[0] == endless[0]
+    assert endless[3::4][2] == endless[11]  # a worker's share reads the same requests
+    assert pickle.loads(pickle.dumps(endless[1::2]))[0] == endless[1]  # and travels to a spawned worker
+    file = tmp_path / "requests.jsonl"
+    file.write_text('{"prompt": "a", "model": "x"}\n\n{"prompt": "b c", "stream": false}\n')
+    cycled = load_requests(file, 5, chat=False, extra_body={"seed": 1})
+    assert [r.body for r in cycled[:2]] == [{"prompt": "a", "seed": 1}, {"prompt": "b c", "seed": 1}]
+    assert [r.body["prompt"] for r in cycled] == ["a", "b c", "a", "b c", "a"]
+    assert len(load_requests(file, None, chat=False, extra_body={})) == sys.maxsize
+
+
 @pytest.fixture(scope="module")
 def timed_server() -> Iterator[str]:
     """The built-in server in its own process: 50 ms to the first token, then 10 ms per token, +-20%."""
@@ -337,6 +357,19 @@ def test_cli_against_a_server_with_output_plot_and_merge(timed_server: str, tmp_
     assert merged.returncode == 0, merged.stderr
     assert json.loads((tmp_path / "m.json").read_text())["completed"] == 40
     assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_duration_stops_sending_in_time(timed_server: str, tmp_path: Path) -> None:
+    out = tmp_path / "run.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "streamkit.cli", "bench", "--base-url", timed_server, "--duration", "0.5",
+         "--rate", "40", "--no-calibrate", "--output", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    run = json.loads(out.read_text())
+    sent = [r["t_sched"] for r in run["streamkit"]["records"]]
+    assert run["completed"] == len(sent) >= 5 and max(sent) < 0.5
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from streamkit.bench.metrics import RequestRecord, Slo
 from streamkit.bench.report import load_result, merge_results, plot, result_json, save_requests, table
 from streamkit.bench.runner import LoadConfig, RunResult, calibrate, run_load, run_workers
-from streamkit.bench.workload import generated_requests, load_requests
+from streamkit.bench.workload import Requests, generated_requests, load_requests
 
 __all__ = ["add_parser", "run"]
 
@@ -105,7 +105,7 @@ def _run(args: argparse.Namespace, slo: Slo | None, extra: dict[str, Any]) -> in
             )
         model = args.model or _first_model(base_url, api_key)
         chat = not args.completions
-        count = args.num_requests if args.duration is None else max(args.num_requests, 1_000_000)
+        count = args.num_requests if args.duration is None else None  # made as they are sent
         if args.requests_file:
             requests = load_requests(args.requests_file, count, chat=chat, extra_body=extra)
         else:
@@ -166,7 +166,7 @@ def _first_model(base_url: str, api_key: str | None) -> str:
     return str(models[0]["id"])
 
 
-def _with_progress(config: LoadConfig, requests: list[Any], args: argparse.Namespace) -> RunResult:
+def _with_progress(config: LoadConfig, requests: Requests, args: argparse.Namespace) -> RunResult:
     if args.quiet or not sys.stderr.isatty():
         return asyncio.run(run_load(config, requests))
     try:

@@ -265,7 +265,7 @@ async def calibrate(requests: int = 50, tokens: int = 16) -> dict[str, float]:
     return {"ttft_p50": ttft["p50"], "ttft_p99": ttft["p99"], "itl_p50": itl["p50"], "itl_p99": itl["p99"]}
 
 
-def _worker(config: LoadConfig, requests: list[BenchRequest], worker: int) -> dict[str, Any]:
+def _worker(config: LoadConfig, requests: Sequence[BenchRequest], worker: int) -> dict[str, Any]:
     result = asyncio.run(run_load(config, requests))
     return {
         "records": [replace(r, worker=worker).to_dict() for r in result.records],
@@ -276,7 +276,7 @@ def _worker(config: LoadConfig, requests: list[BenchRequest], worker: int) -> di
 
 def split(
     config: LoadConfig, requests: Sequence[BenchRequest], k: int
-) -> list[tuple[LoadConfig, list[BenchRequest]]]:
+) -> list[tuple[LoadConfig, Sequence[BenchRequest]]]:
     """The share of each of `k` workers: every k-th request, 1/k of the rate, and the slots dealt out."""
     shares = []
     for i in range(k):
@@ -287,7 +287,7 @@ def split(
         part = replace(
             config, concurrency=concurrency, rate=rate, seed=config.seed + i, warmup=config.warmup // k
         )
-        shares.append((part, list(requests[i::k])))
+        shares.append((part, requests[i::k]))
     return [(c, r) for c, r in shares if r and (c.concurrency is None or c.concurrency > 0)]
 
 

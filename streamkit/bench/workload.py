@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
-__all__ = ["BenchRequest", "arrival_times", "generated_requests", "load_requests"]
+__all__ = ["BenchRequest", "Requests", "arrival_times", "generated_requests", "load_requests"]
 
 # Common English words, about one token each for the usual tokenizers.
 _WORDS = (
@@ -36,30 +37,79 @@ class BenchRequest:
     input_len: int
 
 
-def _prompt(rng: random.Random, words: int) -> str:
-    return " ".join(rng.choice(_WORDS) for _ in range(max(words, 1)))
+@dataclass(frozen=True)
+class Requests(Sequence[BenchRequest]):
+    """The requests of a run, each made when it is read: a run of any length (`--duration`) costs nothing up
+    front. Slicing gives another lazy view (a worker's share is `requests[i::k]`); request `i` is the same
+    whichever view reads it."""
+
+    make: Callable[[int], BenchRequest]
+    indices: range
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @overload
+    def __getitem__(self, index: int) -> BenchRequest: ...
+    @overload
+    def __getitem__(self, index: slice) -> Requests: ...
+    def __getitem__(self, index: int | slice) -> BenchRequest | Requests:
+        if isinstance(index, slice):
+            return Requests(self.make, self.indices[index])
+        return self.make(self.indices[index])
+
+
+@dataclass(frozen=True)
+class _Generated:
+    input_len: int
+    output_len: int
+    chat: bool
+    seed: int
+    extra_body: Mapping[str, Any]
+
+    def __call__(self, i: int) -> BenchRequest:
+        rng = random.Random(f"{self.seed}:{i}")
+        text = " ".join(rng.choice(_WORDS) for _ in range(max(self.input_len, 1)))
+        body: dict[str, Any] = {"prompt": text}
+        if self.chat:
+            body = {"messages": [{"role": "user", "content": text}]}
+        body["max_tokens"] = self.output_len
+        body.update(self.extra_body)
+        return BenchRequest(body, self.input_len)
+
+
+@dataclass(frozen=True)
+class _Cycled:
+    requests: tuple[BenchRequest, ...]
+
+    def __call__(self, i: int) -> BenchRequest:
+        return self.requests[i % len(self.requests)]
+
+
+def _indices(count: int | None) -> range:
+    return range(sys.maxsize if count is None else count)
 
 
 def generated_requests(
-    count: int, input_len: int, output_len: int, *, chat: bool, seed: int, extra_body: Mapping[str, Any]
-) -> list[BenchRequest]:
-    """`count` requests of `input_len` words each, asking for `output_len` tokens."""
-    rng = random.Random(seed)
-    requests = []
-    for _ in range(count):
-        text = _prompt(rng, input_len)
-        body: dict[str, Any] = {"messages": [{"role": "user", "content": text}]} if chat else {"prompt": text}
-        body["max_tokens"] = output_len
-        body.update(extra_body)
-        requests.append(BenchRequest(body, input_len))
-    return requests
+    count: int | None,
+    input_len: int,
+    output_len: int,
+    *,
+    chat: bool,
+    seed: int,
+    extra_body: Mapping[str, Any],
+) -> Requests:
+    """`count` requests (None: as many as a run asks for) of `input_len` words each, asking for `output_len`
+    tokens. Each prompt is random words, drawn from `seed` and its own index."""
+    return Requests(_Generated(input_len, output_len, chat, seed, extra_body), _indices(count))
 
 
-def load_requests(path: Path, count: int, *, chat: bool, extra_body: Mapping[str, Any]) -> list[BenchRequest]:
-    """`count` requests from a JSONL file, cycling through it if it is shorter. Raises ValueError on a line
-    that is not a JSON object with `messages` (chat) or `prompt` (completions)."""
+def load_requests(path: Path, count: int | None, *, chat: bool, extra_body: Mapping[str, Any]) -> Requests:
+    """`count` requests (None: as many as a run asks for) from a JSONL file, cycling through it if it is
+    shorter. Raises ValueError on a line that is not a JSON object with `messages` (chat) or `prompt`
+    (completions)."""
     need = "messages" if chat else "prompt"
-    bodies = []
+    requests = []
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -72,13 +122,11 @@ def load_requests(path: Path, count: int, *, chat: bool, extra_body: Mapping[str
                 raise ValueError(f"{path}:{number}: a request needs {need!r}")
             body.pop("model", None)
             body.pop("stream", None)
-            bodies.append({**body, **extra_body})
-    if not bodies:
+            words = len(json.dumps(body[need], ensure_ascii=False).split())
+            requests.append(BenchRequest({**body, **extra_body}, words))
+    if not requests:
         raise ValueError(f"{path}: no requests")
-    return [
-        BenchRequest(body, len(json.dumps(body.get(need), ensure_ascii=False).split()))
-        for body in (bodies[i % len(bodies)] for i in range(count))
-    ]
+    return Requests(_Cycled(tuple(requests)), _indices(count))
 
 
 def arrival_times(rate: float, burstiness: float, seed: int) -> Iterator[float]:
