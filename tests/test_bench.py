@@ -26,6 +26,7 @@ from streamkit.bench import (
     RequestRecord,
     Slo,
     arrival_times,
+    calibrate,
     describe,
     generated_requests,
     load_requests,
@@ -100,10 +101,10 @@ def client_for(body: bytes, pieces: int = 1) -> streamkit.AsyncClient:
     return streamkit.AsyncClient(base_url="http://test/v1", api_key="k", transport=MockTransport(handler))
 
 
-async def record_of(body: bytes, pieces: int = 1) -> RequestRecord:
+async def record_of(body: bytes, pieces: int = 1, **params: Any) -> RequestRecord:
     config = LoadConfig(base_url="http://test/v1", model="m")
     async with client_for(body, pieces) as client:
-        return await send_one(client, config, BenchRequest({"messages": HI}, 1), 0.0, 0.0)
+        return await send_one(client, config, BenchRequest({"messages": HI, **params}, 1), 0.0, 0.0)
 
 
 def chunk(delta: dict[str, Any], **extra: Any) -> bytes:
@@ -142,6 +143,20 @@ async def test_logprobs_give_tokens_per_chunk() -> None:
     )
     record = await record_of(body + chunk({}, finish_reason="stop") + b"data: [DONE]\n\n")
     assert record.token_counts == [2, 1] and record.tokens == 3 and record.tokens_estimated
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_without_usage_a_stream_cut_at_max_tokens_made_max_tokens() -> None:
+    """llama.cpp's server sends no usage. A single choice that finished for `length` reached `max_tokens`;
+    with as many token events as that, each carried one token. Any other finish leaves a text estimate."""
+    words = chunk({"content": "Hello"}) + chunk({"content": " there"}) + chunk({"content": " friend"})
+    cut = await record_of(words + chunk({}, finish_reason="length") + b"data: [DONE]\n\n", max_tokens=3)
+    assert cut.tokens == 3 and cut.token_counts == [1, 1, 1] and cut.tokens_estimated
+    stopped = await record_of(words + chunk({}, finish_reason="stop") + b"data: [DONE]\n\n", max_tokens=3)
+    assert stopped.tokens == 5 and stopped.token_counts is None  # 1 + 2 + 2: four characters a token
+    longer = await record_of(words + chunk({}, finish_reason="length") + b"data: [DONE]\n\n", max_tokens=6)
+    assert longer.tokens == 6 and longer.token_counts is None  # 6 tokens over 3 events: counts unknown
 
 
 @pytest.mark.anyio
@@ -284,6 +299,13 @@ def test_measures_what_the_server_did(concurrency: int) -> None:
             assert got >= want - 0.0002  # an arrival is never before its write (clock reads aside)
 
 
+def test_calibration_measures_the_client_against_known_writes() -> None:
+    floor = asyncio.run(calibrate(requests=10))
+    assert set(floor) == {"ttft_p50", "ttft_p99", "late_p50", "late_p99"}
+    assert 0 < floor["ttft_p50"] <= floor["ttft_p99"] < 0.1  # no model: the client and loopback alone
+    assert -0.0002 <= floor["late_p50"] <= floor["late_p99"] < 0.1  # no token arrives before it is written
+
+
 # The result file and merging
 
 
@@ -344,7 +366,7 @@ def test_cli_against_a_server_with_output_plot_and_merge(timed_server: str, tmp_
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
-        assert "Median TTFT (ms):" in result.stdout and "Client floor TTFT" in result.stdout
+        assert "Median TTFT (ms):" in result.stdout and "Floor: TTFT" in result.stdout
         assert json.loads(out.read_text())["completed"] == 20
         assert len(out.with_suffix(".jsonl").read_text().splitlines()) == 20
         assert "<svg" in out.with_suffix(".html").read_text()

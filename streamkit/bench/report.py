@@ -179,8 +179,8 @@ def table(result: Mapping[str, Any]) -> str:
     row("Events per socket read (mean):", sk["events_per_read"], ".2f")
     if sk["calibration_ms"]:
         cal = sk["calibration_ms"]
-        row("Client floor TTFT p50 / p99 (ms):", _pair(cal["ttft_p50"], cal["ttft_p99"]))
-        row("Client floor ITL p50 / p99 (ms):", _pair(cal["itl_p50"], cal["itl_p99"]))
+        row("Floor: TTFT p50 / p99 (ms):", _pair(cal["ttft_p50"], cal["ttft_p99"]))
+        row("Floor: token lateness p50 / p99 (ms):", _pair(cal["late_p50"], cal["late_p99"]))
     row("Workers (processes):", sk["workers"])
     lines.append("=" * 50)
     lines += [f"FLAG: {flag}" for flag in sk["flags"]]

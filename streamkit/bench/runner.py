@@ -96,8 +96,13 @@ def record_stream(
     stream: ChatCompletionStream | CompletionStream,
     chunks: Sequence[ChatCompletionChunk | CompletionChunk],
     origin: float,
+    max_tokens: int | None = None,
 ) -> None:
-    """Fill `record` from a finished stream's chunks and its metrics (arrival per chunk, stamped per read)."""
+    """Fill `record` from a finished stream's chunks and its metrics (arrival per chunk, stamped per read).
+
+    Without usage, N is counted: exactly from logprobs; else, for a single choice that finished for `length`,
+    as the request's `max_tokens` (the limit it reached); else estimated from the text, 4 characters a token.
+    Either way the record says that N is the client's (`tokens_estimated`)."""
     metrics = stream.metrics
     record.t0 = metrics.request_sent - origin
     carries = type(stream)._carries_token
@@ -116,8 +121,11 @@ def record_stream(
         record.token_counts = known
         record.counted_tokens = sum(known)
     else:
-        record.counted_tokens = estimate
-        if record.output_tokens == len(counts):
+        finishes = {c.index: c.finish_reason for chunk in chunks for c in chunk.choices if c.finish_reason}
+        limit = max_tokens if list(finishes.items()) == [(0, "length")] else None
+        record.counted_tokens = estimate if limit is None else limit
+        n = record.output_tokens if record.output_tokens is not None else limit
+        if n == len(counts):
             record.token_counts = [1] * len(counts)
     record.chunks = len(chunks)
     record.reads = metrics.reads
@@ -150,7 +158,8 @@ async def send_one(
         record.error = type(exc).__name__
         record.error_message = str(exc)[:200]
     if stream is not None:
-        record_stream(record, stream, chunks, origin)
+        limit = request.body.get("max_tokens", request.body.get("max_completion_tokens"))
+        record_stream(record, stream, chunks, origin, limit if isinstance(limit, int) else None)
     return record
 
 
@@ -251,18 +260,29 @@ async def _open_loop(
     await asyncio.gather(*tasks)
 
 
-async def calibrate(requests: int = 50, tokens: int = 16) -> dict[str, float]:
-    """The client's own floor: TTFT and ITL measured against the built-in server, in this process, answering
-    with no delay at all. Whatever is measured here is the client and the loopback, never the model."""
+async def calibrate(requests: int = 30, tokens: int = 16) -> dict[str, float]:
+    """The client's own floor, measured against the built-in server in this process, which answers at once
+    and then writes a token every 2 ms, recording when it wrote each (`ServerConfig.trace`):
+
+    - `ttft_*`: TTFT with no model behind it: the client's request and response path, and loopback.
+    - `late_*`: how long after the server wrote a token the client stamped its arrival.
+
+    Whatever is measured here is the client and the loopback, never the model."""
     from streamkit.server import ServerConfig, Timing, start_server
 
-    async with await start_server(ServerConfig(timing=Timing(tokens=tokens))) as server:
+    timing = Timing(itl=0.002, tokens=tokens)
+    async with await start_server(ServerConfig(timing=timing, trace=True)) as server:
         config = LoadConfig(base_url=server.base_url, model="scripted", concurrency=1)
         body = {"messages": [{"role": "user", "content": "calibration"}], "max_tokens": tokens}
         result = await run_load(config, [BenchRequest(body, 1)] * requests)
+        written = server.stats.traces or {}
     ttft = describe(r.ttft for r in result.records if r.ttft is not None)
-    itl = describe(v for r in result.records for v in r.icl)
-    return {"ttft_p50": ttft["p50"], "ttft_p99": ttft["p99"], "itl_p50": itl["p50"], "itl_p99": itl["p99"]}
+    late = describe(
+        result.origin + r.t0 + arrival - write
+        for r in result.records
+        for arrival, write in zip(r.token_times, written.get(r.response_id or "", []), strict=False)
+    )
+    return {f"{name}_{p}": s[p] for name, s in (("ttft", ttft), ("late", late)) for p in ("p50", "p99")}
 
 
 def _worker(config: LoadConfig, requests: Sequence[BenchRequest], worker: int) -> dict[str, Any]:
