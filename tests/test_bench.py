@@ -164,6 +164,9 @@ async def test_without_usage_a_stream_cut_at_max_tokens_made_max_tokens() -> Non
 async def test_failures_are_recorded_with_what_arrived() -> None:
     record = await record_of(chunk({"content": "Hel"}) + chunk({"content": "lo"}))  # ends without finishing
     assert record.error == "IncompleteStreamError" and len(record.token_times) == 2 and not record.ok
+    # llama-cpp-python ends a running stream with [DONE] when another request comes in: no finish_reason
+    cut = await record_of(chunk({"role": "assistant"}) + chunk({"content": "Hel"}) + b"data: [DONE]\n\n")
+    assert cut.error == "Unfinished" and len(cut.token_times) == 1 and not cut.ok
 
 
 @pytest.mark.anyio

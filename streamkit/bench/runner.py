@@ -108,6 +108,10 @@ def record_stream(
     carries = type(stream)._carries_token
     counts: list[int | None] = []
     estimate = 0
+    finishes = {c.index: c.finish_reason for chunk in chunks for c in chunk.choices if c.finish_reason}
+    if record.error is None and {c.index for chunk in chunks for c in chunk.choices} - finishes.keys():
+        record.error = "Unfinished"  # a server that ends a stream with [DONE] when it gives up on a request
+        record.error_message = "the stream ended before every choice had a finish_reason"
     for chunk, arrived in zip(chunks, metrics.arrivals, strict=False):
         if carries(chunk):  # type: ignore[arg-type]
             record.token_times.append(arrived - metrics.request_sent)
@@ -121,7 +125,6 @@ def record_stream(
         record.token_counts = known
         record.counted_tokens = sum(known)
     else:
-        finishes = {c.index: c.finish_reason for chunk in chunks for c in chunk.choices if c.finish_reason}
         limit = max_tokens if list(finishes.items()) == [(0, "length")] else None
         record.counted_tokens = estimate if limit is None else limit
         n = record.output_tokens if record.output_tokens is not None else limit

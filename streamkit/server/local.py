@@ -6,7 +6,8 @@ with `llama-cpp-python[server]`; both are in streamkit's `local` extra. Nothing 
     with LocalModel() as model:
         client = streamkit.AsyncClient(base_url=model.base_url)
 
-The server runs in a child process on a free port, and is stopped when the block ends.
+The server runs in a child process on a free port, and is stopped when the block ends. It answers one
+request at a time; others wait their turn (llama-cpp-python's default would cut the running stream short).
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ class LocalModel:
             "--host", self.host,
             "--port", str(self.port),
             "--n_ctx", str(self.n_ctx),
+            # By default a new request makes llama-cpp-python end the running stream with [DONE] and no
+            # finish_reason; queued, both streams complete, as they would on any other server.
+            "--interrupt_requests", "False",
         ]  # fmt: skip
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 (it lives as long as the server)
         self._process = subprocess.Popen(

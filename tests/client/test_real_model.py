@@ -103,3 +103,26 @@ def test_serve_runs_the_local_model() -> None:
             assert json.load(response)["data"][0]["id"] == MODEL_NAME
         server.send_signal(signal.SIGINT)
         assert server.wait(20) == 0
+
+
+def test_bench_measures_the_local_model(local_model: LocalModel, tmp_path: Path) -> None:
+    """`streamkit bench` against llama.cpp, as a user runs it: two streams at a time (the server queues the
+    second; llama-cpp-python's default would cut the first short), the model found through /v1/models."""
+    out = tmp_path / "run.json"
+    command = [
+        sys.executable, "-m", "streamkit.cli", "bench", "--base-url", local_model.base_url,
+        "--concurrency", "2", "--num-requests", "6", "--input-len", "16", "--output-len", "12",
+        "--extra-body", '{"temperature": 0}', "--output", str(out), "--plot", str(tmp_path / "run.png"),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    run = json.loads(out.read_text())
+    assert (run["model"], run["completed"], run["failed"]) == (MODEL_NAME, 6, 0)
+    assert "Median TTFT (ms):" in result.stdout and (tmp_path / "run.png").stat().st_size > 0
+    records = run["streamkit"]["records"]
+    assert all(r["output_tokens"] is None for r in records)  # llama-cpp-python sends no usage...
+    cut = [r for r in records if len(r["token_times"]) == 12]  # ...but a stream cut at max_tokens made 12
+    assert all(r["counted_tokens"] == 12 and r["token_counts"] == [1] * 12 for r in cut)
+    ttfts, e2els = run["ttfts"], [r["token_times"][-1] for r in records]
+    assert all(0 < t <= e for t, e in zip(ttfts, e2els, strict=True))
+    assert "estimated" in " ".join(run["streamkit"]["flags"])
