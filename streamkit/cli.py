@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     bench_cli.add_parser(sub)
     _serve_parser(sub)
     args = parser.parse_args(argv)
+    # A stop from a supervisor or a script (SIGTERM) unwinds like Ctrl-C, so that the local model's server
+    # process and open streams are closed rather than orphaned.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.command == "chat":
         return chat.run(args)
     if args.command == "bench":

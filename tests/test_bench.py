@@ -9,9 +9,11 @@ import itertools
 import json
 import math
 import pickle
+import signal
 import statistics
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -395,6 +397,17 @@ def test_cli_duration_stops_sending_in_time(timed_server: str, tmp_path: Path) -
     run = json.loads(out.read_text())
     sent = [r["t_sched"] for r in run["streamkit"]["records"]]
     assert run["completed"] == len(sent) >= 5 and max(sent) < 0.5
+
+
+def test_cli_ctrl_c_stops_the_run_in_one_line(timed_server: str) -> None:
+    command = [sys.executable, "-m", "streamkit.cli", "bench", "--base-url", timed_server,
+               "--duration", "60", "--rate", "5", "--no-calibrate"]  # fmt: skip
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True) as bench:
+        assert bench.stderr is not None
+        time.sleep(1.5)
+        bench.send_signal(signal.SIGINT)
+        assert bench.wait(20) == 130
+        assert bench.stderr.read().strip() == "streamkit bench: interrupted"
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:

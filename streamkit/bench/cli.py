@@ -89,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
         return _run(args, slo, extra)
     except (ValueError, OSError, RuntimeError) as exc:
         return _fail(str(exc))
+    except KeyboardInterrupt:
+        print("streamkit bench: interrupted", file=sys.stderr)
+        return 130
 
 
 def _run(args: argparse.Namespace, slo: Slo | None, extra: dict[str, Any]) -> int:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -93,7 +94,8 @@ def test_chat_streams_from_the_embedded_local_model_by_default(tmp_path: Path) -
     assert "finish_reason length" in result.stderr.decode()
 
 
-def test_serve_runs_the_local_model() -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_runs_the_local_model_and_stops_it(stop: signal.Signals) -> None:
     command = [sys.executable, "-m", "streamkit.cli", "serve", "--model", "smollm2", "--port", "0"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as server:
         assert server.stdout is not None
@@ -101,8 +103,10 @@ def test_serve_runs_the_local_model() -> None:
         base_url = line.split(" at ")[1].split()[0]
         with urllib.request.urlopen(f"{base_url}/models", timeout=10) as response:
             assert json.load(response)["data"][0]["id"] == MODEL_NAME
-        server.send_signal(signal.SIGINT)
+        server.send_signal(stop)
         assert server.wait(20) == 0
+    with pytest.raises(urllib.error.URLError):  # llama.cpp's server went with it
+        urllib.request.urlopen(f"{base_url}/models", timeout=10)
 
 
 def test_bench_measures_the_local_model(local_model: LocalModel, tmp_path: Path) -> None:
