@@ -7,8 +7,9 @@ Times are seconds on one clock (`time.perf_counter()`), relative to the start of
   before decoding. A token-carrying event has content, reasoning, a refusal or a tool call; role-only, empty
   and usage-only chunks and comments are not.
 - E2EL: the last token-carrying event - `t0`.
-- N: `usage.completion_tokens` (the bench asks for `include_usage`); else counted on the client and marked
-  estimated. Chunks are never counted as tokens.
+- N: `usage.completion_tokens` (the bench asks for `include_usage`); else counted on the client (from
+  logprobs, or `max_tokens` for a stream that finished for `length`, or the text) and marked estimated.
+  Chunks are never counted as tokens.
 - TPOT: `(E2EL - TTFT) / (N - 1)`.
 - ITL: each gap between token events, divided over the tokens the later one carried (known from logprobs, or
   when N equals the number of token events). ICL: the raw gaps, which is all there is when the tokens per
