@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import threading
 from collections.abc import Iterator
@@ -209,6 +210,20 @@ async def test_conversation_keeps_its_history(client: streamkit.AsyncClient) -> 
     assert conversation.messages[-1]["content"] == final.choices[0].message.content
     conversation.reset()
     assert conversation.messages == [{"role": "system", "content": "Be brief."}]
+
+
+async def test_closing_early_leaves_nothing_to_the_garbage_collector(client: streamkit.AsyncClient) -> None:
+    """httpx reads through a chain of async generators. Left suspended when a stream closes early, trio warns
+    about each one the garbage collector finds (a ResourceWarning, so an error here), whenever that is."""
+    stream = await client.chat.completions.create(
+        model="scripted", messages=HI, stream=True, extra_headers=SLOW
+    )
+    async with stream:
+        async for _ in stream:
+            break
+    del stream
+    gc.collect()
+    await anyio.sleep(0.01)
 
 
 async def test_a_failed_turn_leaves_the_history_as_it_was(client: streamkit.AsyncClient) -> None:
