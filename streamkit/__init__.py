@@ -1,8 +1,8 @@
-"""streamkit: a fast, spec-exact async streaming client for OpenAI-compatible LLM APIs."""
+"""streamkit: a fast, spec-exact async streaming client for LLM APIs: Chat Completions, legacy Completions,
+the Responses API and Anthropic Messages."""
 
 from streamkit._version import __version__
-from streamkit.aggregate import ChatCompletionAccumulator, CompletionAccumulator
-from streamkit.client import AsyncClient, ChatParams, CompletionParams, Timeout
+from streamkit.client import AsyncClient, ChatParams, CompletionParams, ResponseParams, Timeout
 from streamkit.conversation import Conversation
 from streamkit.errors import (
     APIError,
@@ -29,20 +29,16 @@ from streamkit.errors import (
     TransportError,
     UnexpectedContentType,
 )
-from streamkit.sse import ServerSentEvent, SSEDecoder
-from streamkit.streams import ChatCompletionStream, CompletionStream, StreamMetrics
-from streamkit.types import (
+from streamkit.protocols.base import UnknownEvent
+from streamkit.protocols.chat import (
     ChatCompletion,
+    ChatCompletionAccumulator,
     ChatCompletionChunk,
     ChatCompletionMessage,
     Choice,
     ChoiceDelta,
     ChoiceLogprobs,
     ChunkChoice,
-    Completion,
-    CompletionChoice,
-    CompletionChunk,
-    CompletionLogprobs,
     CompletionTokensDetails,
     FunctionCall,
     PromptTokensDetails,
@@ -51,6 +47,22 @@ from streamkit.types import (
     TopLogprob,
     Usage,
 )
+from streamkit.protocols.completions import (
+    Completion,
+    CompletionAccumulator,
+    CompletionChoice,
+    CompletionChunk,
+    CompletionLogprobs,
+)
+from streamkit.protocols.responses import (
+    Response,
+    ResponseAccumulator,
+    ResponseEvent,
+    ResponseStreamEvent,
+    ResponseUsage,
+)
+from streamkit.sse import ServerSentEvent, SSEDecoder
+from streamkit.streams import ChatCompletionStream, CompletionStream, ResponseStream, Stream, StreamMetrics
 
 __all__ = [
     "APIError",
@@ -91,9 +103,17 @@ __all__ = [
     "ProtocolError",
     "RateLimitError",
     "ReadError",
+    "Response",
+    "ResponseAccumulator",
+    "ResponseEvent",
+    "ResponseParams",
+    "ResponseStream",
+    "ResponseStreamEvent",
+    "ResponseUsage",
     "SSEDecoder",
     "SSEProtocolError",
     "ServerSentEvent",
+    "Stream",
     "StreamAPIError",
     "StreamMetrics",
     "StreamkitError",
@@ -105,6 +125,7 @@ __all__ = [
     "TotalTimeout",
     "TransportError",
     "UnexpectedContentType",
+    "UnknownEvent",
     "Usage",
     "__version__",
 ]

@@ -20,12 +20,12 @@ from typing import Any, TextIO
 from streamkit.client import AsyncClient, ChatParams, CompletionParams
 from streamkit.conversation import Conversation
 from streamkit.errors import APIError, APIStatusError, StreamkitError
+from streamkit.protocols.completions import CompletionChoice
 from streamkit.server.app import ServerConfig
 from streamkit.server.faults import Timing
 from streamkit.server.local import MODEL_NAME, LocalModel, LocalModelUnavailable
 from streamkit.server.runner import ServerThread
 from streamkit.streams import ChatCompletionStream, CompletionStream
-from streamkit.types import CompletionChoice
 
 __all__ = ["add_parser", "run"]
 

@@ -5,6 +5,10 @@
         async for text in stream.text_deltas():
             print(text, end="", flush=True)
 
+One client serves every API: `client.chat.completions`, `client.completions` (legacy), `client.responses`
+and `client.messages` (Anthropic). Each resource is a thin, typed front over one `_create`, which sends the
+request with the API's path and provider (`streamkit.protocols`) and returns the API's stream class.
+
 Retries happen only before a 2xx response head has arrived: after a connection error, or a 408, 409, 429 or
 5xx answer. The wait is full-jitter exponential backoff (0.5 s doubling up to 8 s), or what the server asks in
 `retry-after-ms` or `Retry-After`, up to 60 s; a server that asks for longer gets its error raised at once.
@@ -13,13 +17,14 @@ Retries happen only before a 2xx response head has arrived: after a connection e
 from __future__ import annotations
 
 import email.utils
+import math
 import os
 import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Literal, TypedDict, Unpack, cast, overload
+from typing import Any, Literal, TypedDict, TypeVar, Unpack, cast, overload
 from urllib.parse import urlencode
 
 import anyio
@@ -38,11 +43,22 @@ from streamkit.errors import (
     api_error_fields,
     status_error_class,
 )
-from streamkit.streams import ChatCompletionStream, CompletionStream, StreamMetrics
-from streamkit.transports.base import Request, Response, Transport
-from streamkit.types import ChatCompletion, Completion
+from streamkit.protocols.base import Api
+from streamkit.protocols.chat import CHAT, ChatCompletion
+from streamkit.protocols.completions import COMPLETIONS, Completion
+from streamkit.protocols.responses import RESPONSES, Response
+from streamkit.streams import ChatCompletionStream, CompletionStream, ResponseStream, Stream, StreamMetrics
+from streamkit.transports.base import Request, Transport
+from streamkit.transports.base import Response as HTTPResponse
 
-__all__ = ["DEFAULT_BASE_URL", "AsyncClient", "ChatParams", "CompletionParams", "Timeout"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "AsyncClient",
+    "ChatParams",
+    "CompletionParams",
+    "ResponseParams",
+    "Timeout",
+]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -125,16 +141,91 @@ class CompletionParams(_SamplingParams, total=False):
     logprobs: int | None
 
 
+class ResponseParams(_RequestOptions, total=False):
+    """The parameters of `responses.create` beside `model`, `input` and `stream`. None leaves a parameter out
+    of the request."""
+
+    instructions: str | None
+    tools: Sequence[Mapping[str, object]] | None
+    tool_choice: str | Mapping[str, object] | None
+    parallel_tool_calls: bool | None
+    max_output_tokens: int | None
+    max_tool_calls: int | None
+    temperature: float | None
+    top_p: float | None
+    top_logprobs: int | None
+    reasoning: Mapping[str, object] | None
+    text: Mapping[str, object] | None
+    include: Sequence[str] | None
+    previous_response_id: str | None
+    conversation: str | Mapping[str, object] | None
+    prompt: Mapping[str, object] | None
+    prompt_cache_key: str | None
+    safety_identifier: str | None
+    store: bool | None
+    background: bool | None
+    metadata: Mapping[str, str] | None
+    truncation: str | None
+    service_tier: str | None
+    stream_options: Mapping[str, object] | None
+    user: str | None
+
+
 _OPTION_NAMES = frozenset(_RequestOptions.__annotations__)
 
 
-class AsyncClient:
-    """A client for an OpenAI-compatible API. Use it as an async context manager, or call `aclose()`.
+ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+ANTHROPIC_VERSION = "2023-06-01"
 
-    `api_key` defaults to `OPENAI_API_KEY`, and `base_url` to `OPENAI_BASE_URL`, then the OpenAI API. With no
-    key, no `Authorization` header is sent (local servers need none). `transport` is `"aiohttp"` (asyncio
-    only), `"httpx"` (asyncio or trio), or any `streamkit.transports.Transport`. One client serves any number
-    of concurrent requests over one pool of connections, with no cap on their number.
+
+@dataclass(frozen=True)
+class _Provider:
+    """Where one provider's requests go and how they authenticate: `url(path)` and the headers."""
+
+    base_url: str
+    prefix: str  # between the base URL and an API's path: "/v1" for Anthropic's own base URLs
+    headers: Mapping[str, str]
+    key: str | None
+
+    def __repr__(self) -> str:  # the headers hold the key
+        return f"_Provider({self.base_url!r})"
+
+
+def _openai_provider(api_key: str | None, base_url: str | None) -> _Provider:
+    key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY") or None
+    base = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    return _Provider(base, "", {"Authorization": f"Bearer {key}"} if key else {}, key)
+
+
+def _anthropic_provider(api_key: str | None, base_url: str | None) -> _Provider:
+    # A base URL given to the client serves every API, as an OpenAI-style `.../v1` base does on vLLM,
+    # llama.cpp and streamkit's own server. Anthropic's base URLs have no `/v1`: the anthropic SDK adds it.
+    key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY") or None
+    if base_url:
+        base, prefix = base_url.rstrip("/"), ""
+    else:
+        base, prefix = (os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_BASE_URL).rstrip("/"), "/v1"
+    headers = {"anthropic-version": ANTHROPIC_VERSION}
+    if key:
+        headers["x-api-key"] = key
+    return _Provider(base, prefix, headers, key)
+
+
+_StreamT = TypeVar("_StreamT", bound=Stream[Any, Any])
+_FinalT = TypeVar("_FinalT")
+
+
+class AsyncClient:
+    """A client for OpenAI-compatible and Anthropic APIs. Use it as an async context manager, or call
+    `aclose()`.
+
+    `api_key` and `base_url`, when given, serve every API. Without them, the OpenAI-dialect resources
+    (`chat.completions`, `completions`, `responses`) read `OPENAI_API_KEY` and `OPENAI_BASE_URL` (then the
+    OpenAI API), and `messages` reads `ANTHROPIC_API_KEY` and `ANTHROPIC_BASE_URL` (then the Anthropic API):
+    a key from one provider's variable is never sent to the other's resource. With no key, no key header is
+    sent (local servers need none). `transport` is `"aiohttp"` (asyncio only), `"httpx"` (asyncio or trio),
+    or any `streamkit.transports.Transport`. One client serves any number of concurrent requests over one
+    pool of connections, with no cap on their number.
     """
 
     def __init__(
@@ -147,19 +238,21 @@ class AsyncClient:
         max_retries: int = 2,
         default_headers: Mapping[str, str] | None = None,
     ) -> None:
-        self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY") or None
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self._providers = {
+            "openai": _openai_provider(api_key, base_url),
+            "anthropic": _anthropic_provider(api_key, base_url),
+        }
+        self._keys = [p.key for p in self._providers.values() if p.key]
+        self.base_url = self._providers["openai"].base_url
         self.timeout = timeout
         self.max_retries = max_retries
         self._transport_name = transport if isinstance(transport, str) else type(transport).__name__
         self._transport = _make_transport(transport)
-        headers = {"User-Agent": f"streamkit/{__version__}", "Content-Type": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        headers.update(default_headers or {})
-        self._headers = headers
+        self._headers = {"User-Agent": f"streamkit/{__version__}", "Content-Type": "application/json"}
+        self._headers.update(default_headers or {})
         self.chat = _Chat(self)
         self.completions = Completions(self)
+        self.responses = Responses(self)
 
     def __repr__(self) -> str:
         return f"AsyncClient(base_url={self.base_url!r}, transport={self._transport_name!r})"
@@ -175,19 +268,22 @@ class AsyncClient:
         await self.aclose()
 
     def _redact(self, text: str) -> str:
-        key = self._api_key
-        return text.replace(key, "***") if key and key in text else text
+        for key in self._keys:
+            if key in text:
+                text = text.replace(key, "***")
+        return text
 
     def _build(
-        self, path: str, body: dict[str, object], options: _RequestOptions, stream: bool
+        self, api: Api[Any, Any], body: dict[str, object], options: _RequestOptions, stream: bool
     ) -> tuple[Request, Timeout]:
+        provider = self._providers[api.provider]
         timeout = options.get("timeout", self.timeout)
         body = {k: v for k, v in body.items() if v is not None}
         body.update(options.get("extra_body", {}))
-        url = f"{self.base_url}{path}"
+        url = f"{provider.base_url}{provider.prefix}{api.path}"
         if "extra_query" in options:
             url = f"{url}?{urlencode(options['extra_query'])}"
-        headers = dict(self._headers)
+        headers = {**self._headers, **provider.headers}
         if stream:
             headers["Accept"] = "text/event-stream"
         headers.update(options.get("extra_headers", {}))
@@ -202,13 +298,19 @@ class AsyncClient:
         )
         return request, timeout
 
-    async def _open(self, request: Request, total_deadline: float | None) -> tuple[Response, float, float]:
-        """Send, with retries, until a 2xx head arrives; return it with the send time of the attempt it
-        answers (perf_counter and anyio clocks). Raises the last try's status or transport error."""
-        if self._transport_name == "aiohttp" and sniffio.current_async_library() != "asyncio":
+    async def _open(
+        self, request: Request, total_deadline: float | None
+    ) -> tuple[HTTPResponse, StreamMetrics, float]:
+        """Send, with retries, until a 2xx head arrives; return it with the metrics of the call so far (when
+        it started, and when the answering attempt was sent) and that send time on anyio's clock. Raises
+        the last try's status or transport error."""
+        if (
+            self._transport_name == "aiohttp" or getattr(self._transport, "asyncio_only", False)
+        ) and sniffio.current_async_library() != "asyncio":
             raise RuntimeError("the aiohttp transport runs on asyncio only; use transport='httpx' under trio")
         attempt = 0
-        with anyio.move_on_at(total_deadline if total_deadline is not None else float("inf")) as scope:
+        call_started = perf_counter()
+        with anyio.move_on_at(total_deadline if total_deadline is not None else math.inf) as scope:
             while True:
                 sent, sent_loop = perf_counter(), anyio.current_time()
                 try:
@@ -219,7 +321,8 @@ class AsyncClient:
                     wait = _backoff(attempt)
                 else:
                     if 200 <= response.status < 300:
-                        return response, sent, sent_loop
+                        metrics = StreamMetrics(sent, perf_counter(), call_started, attempt + 1)
+                        return response, metrics, sent_loop
                     error = await self._status_error(response)
                     if response.status not in RETRY_STATUSES and response.status < 500:
                         raise error
@@ -234,7 +337,7 @@ class AsyncClient:
         assert scope.cancelled_caught
         raise TotalTimeout("the request took longer than the total timeout")
 
-    async def _status_error(self, response: Response) -> APIStatusError:
+    async def _status_error(self, response: HTTPResponse) -> APIStatusError:
         raw = await _read_some(response, ERROR_BODY_LIMIT)
         text = self._redact(raw.decode("utf-8", "replace"))
         try:
@@ -253,23 +356,24 @@ class AsyncClient:
             param=param,
         )
 
-    async def _create(
-        self,
-        path: str,
-        body: dict[str, object],
-        options: _RequestOptions,
-        stream: bool,
-        stream_type: type[ChatCompletionStream] | type[CompletionStream],
-    ) -> ChatCompletionStream | CompletionStream | bytes:
-        request, timeout = self._build(path, body, options, stream)
-        start = anyio.current_time()
-        total_deadline = None if timeout.total is None else start + timeout.total
-        response, sent, sent_loop = await self._open(request, total_deadline)
-        headers_received = perf_counter()
-        if not stream:
-            with anyio.move_on_at(total_deadline if total_deadline is not None else float("inf")):
-                return await _read_some(response, None)
-            raise TotalTimeout("the request took longer than the total timeout")
+    async def _whole(
+        self, api: Api[Any, _FinalT], body: dict[str, object], options: _RequestOptions
+    ) -> _FinalT:
+        """Send a request with `stream=False` and return the API's final object."""
+        request, timeout = self._build(api, body, options, stream=False)
+        total_deadline = None if timeout.total is None else anyio.current_time() + timeout.total
+        response, _, _ = await self._open(request, total_deadline)
+        with anyio.move_on_at(total_deadline if total_deadline is not None else math.inf):
+            return api.final_from_json(await _read_some(response, None))
+        raise TotalTimeout("the request took longer than the total timeout")
+
+    async def _stream(
+        self, stream_type: type[_StreamT], body: dict[str, object], options: _RequestOptions
+    ) -> _StreamT:
+        """Send a request with `stream=True` and return the API's stream once the response head is in."""
+        request, timeout = self._build(stream_type.api, body, options, stream=True)
+        total_deadline = None if timeout.total is None else anyio.current_time() + timeout.total
+        response, metrics, sent_loop = await self._open(request, total_deadline)
         content_type = response.headers.get("content-type")
         if content_type is not None and content_type.partition(";")[0].strip().lower() != "text/event-stream":
             raw = (await _read_some(response, RAW_PREVIEW)).decode("utf-8", "replace")
@@ -278,16 +382,17 @@ class AsyncClient:
                 content_type=content_type,
                 raw=self._redact(raw),
             )
+        first_token = timeout.first_token
         return stream_type(
             response,
-            StreamMetrics(sent, headers_received),
-            first_token_deadline=None if timeout.first_token is None else sent_loop + timeout.first_token,
+            metrics,
+            first_token_deadline=None if first_token is None else sent_loop + first_token,
             total_deadline=total_deadline,
             redact=self._redact,
         )
 
 
-async def _read_some(response: Response, limit: int | None) -> bytes:
+async def _read_some(response: HTTPResponse, limit: int | None) -> bytes:
     """The body, or its first `limit` bytes; the response is closed either way."""
     parts: list[bytes] = []
     size = 0
@@ -311,24 +416,32 @@ def _backoff(attempt: int) -> float:
     return random.uniform(0, min(BACKOFF_CAP, BACKOFF_START * 2**attempt))
 
 
+def _seconds(value: str, scale: float = 1.0) -> float | None:
+    """A number of seconds (or of `scale` seconds) from a header; None for anything but a finite number."""
+    try:
+        seconds = float(value) * scale
+    except ValueError:
+        return None
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
 def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """The wait a server asks for, in seconds: `retry-after-ms`, else `Retry-After` (seconds or a date)."""
+    """The wait a server asks for, in seconds: `retry-after-ms`, else `Retry-After` (seconds or a date).
+    None when it asks nothing that makes sense (`nan`, `inf`, garbage); a negative wait is no wait."""
     value = headers.get("retry-after-ms")
     if value is not None:
-        try:
-            return max(float(value) / 1000, 0.0)
-        except ValueError:
-            pass
+        seconds = _seconds(value, 1 / 1000)
+        if seconds is not None:
+            return seconds
     value = headers.get("retry-after")
     if value is None:
         return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
+    seconds = _seconds(value)
+    if seconds is not None:
+        return seconds
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return max(when.timestamp() - time.time(), 0.0)
 
@@ -394,11 +507,9 @@ class ChatCompletions:
         """
         body, options = _split(params)
         body = {"model": model, "messages": list(messages), "stream": stream, **body}
-        result = await self._client._create("/chat/completions", body, options, stream, ChatCompletionStream)
-        if isinstance(result, bytes):
-            return ChatCompletion.from_json(result)
-        assert isinstance(result, ChatCompletionStream)
-        return result
+        if stream:
+            return await self._client._stream(ChatCompletionStream, body, options)
+        return await self._client._whole(CHAT, body, options)
 
 
 class _Chat:
@@ -451,8 +562,58 @@ class Completions:
             "stream": stream,
             **body,
         }
-        result = await self._client._create("/completions", body, options, stream, CompletionStream)
-        if isinstance(result, bytes):
-            return Completion.from_json(result)
-        assert isinstance(result, CompletionStream)
-        return result
+        if stream:
+            return await self._client._stream(CompletionStream, body, options)
+        return await self._client._whole(COMPLETIONS, body, options)
+
+
+class Responses:
+    """`client.responses`: the Responses API, `/v1/responses`."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    @overload
+    async def create(
+        self,
+        *,
+        model: str,
+        input: str | Sequence[Mapping[str, object]],
+        stream: Literal[True],
+        **params: Unpack[ResponseParams],
+    ) -> ResponseStream: ...
+
+    @overload
+    async def create(
+        self,
+        *,
+        model: str,
+        input: str | Sequence[Mapping[str, object]],
+        stream: Literal[False] = False,
+        **params: Unpack[ResponseParams],
+    ) -> Response: ...
+
+    async def create(
+        self,
+        *,
+        model: str,
+        input: str | Sequence[Mapping[str, object]],
+        stream: bool = False,
+        **params: Unpack[ResponseParams],
+    ) -> ResponseStream | Response:
+        """Create a response: a `ResponseStream` of typed events with `stream=True`, else a `Response`.
+        `input` is a string or a list of input items (messages, function call outputs, ...).
+
+        Raises as `chat.completions.create` does; in the stream, `response.failed` and `error` events raise
+        `StreamAPIError`.
+        """
+        body, options = _split(params)
+        body = {
+            "model": model,
+            "input": input if isinstance(input, str) else list(input),
+            "stream": stream,
+            **body,
+        }
+        if stream:
+            return await self._client._stream(ResponseStream, body, options)
+        return await self._client._whole(RESPONSES, body, options)

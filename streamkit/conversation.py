@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from typing import Unpack
 
 from streamkit.client import AsyncClient, ChatParams
+from streamkit.protocols.chat import ChatCompletion
 from streamkit.streams import ChatCompletionStream
-from streamkit.types import ChatCompletion
 
 __all__ = ["Conversation"]
 

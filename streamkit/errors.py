@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from streamkit.types import ChatCompletion, Completion
+    from streamkit.protocols.base import Model as Partial
 
 __all__ = [
     "APIError",
@@ -67,7 +67,7 @@ __all__ = [
 class StreamkitError(Exception):
     """The base of every exception streamkit raises."""
 
-    def __init__(self, message: str, *, partial: ChatCompletion | Completion | None = None) -> None:
+    def __init__(self, message: str, *, partial: Partial | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.partial = partial
@@ -84,7 +84,7 @@ class APIError(StreamkitError):
         code: str | None = None,
         type: str | None = None,
         param: str | None = None,
-        partial: ChatCompletion | Completion | None = None,
+        partial: Partial | None = None,
     ) -> None:
         super().__init__(message, partial=partial)
         self.body = body
@@ -177,7 +177,7 @@ class StreamAPIError(APIError):
         code: str | None = None,
         type: str | None = None,
         param: str | None = None,
-        partial: ChatCompletion | Completion | None = None,
+        partial: Partial | None = None,
     ) -> None:
         super().__init__(message, body=body, code=code, type=type, param=param, partial=partial)
         self.raw = raw
@@ -235,9 +235,7 @@ class UnexpectedContentType(ProtocolError):
 class ChunkDecodeError(ProtocolError, ValueError):
     """An event's data is not a valid chunk; `.raw` holds the data."""
 
-    def __init__(
-        self, message: str, *, raw: str = "", partial: ChatCompletion | Completion | None = None
-    ) -> None:
+    def __init__(self, message: str, *, raw: str = "", partial: Partial | None = None) -> None:
         super().__init__(message, partial=partial)
         self.raw = raw
 

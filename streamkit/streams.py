@@ -1,4 +1,4 @@
-"""Streams: the typed chunks of one streamed response, their aggregate, and when each one arrived.
+"""Streams: the typed items of one streamed response, their aggregate, and when each one arrived.
 
     stream = await client.chat.completions.create(model="m", messages=[...], stream=True)
     async with stream:
@@ -6,63 +6,64 @@
             ...
     final = await stream.get_final_completion()
 
-A stream reads the body's bytes from its transport, stamps the time of each read before anything is decoded,
-feeds the bytes to `SSEDecoder`, decodes each event into a chunk and adds it to an accumulator, so `snapshot`
-and the `.partial` of any error always hold everything received.
+One class, `Stream`, reads every API; what differs between APIs is its `api` object
+(`streamkit.protocols`), which decodes each event into an item and says what the item means. A stream reads
+the body's bytes from its transport, stamps the time of each read before anything is decoded, feeds the bytes
+to `SSEDecoder`, decodes each event into an item and adds it to the API's accumulator, so `snapshot` and the
+`.partial` of any error always hold everything received.
 
-End of stream, as DESIGN.md decides it:
+End of stream, for every API:
 
 - An event whose data starts with `[DONE]` ends the stream; nothing after it is read, and the connection goes
-  back to the pool.
-- An event of type `error`, and data of the form `{"error": ...}`, raise `StreamAPIError`. Events of any other
-  type than `message` (`ping`, say) are skipped.
-- A body that ends without `[DONE]` ends the stream normally if every choice has a `finish_reason`, and raises
-  `IncompleteStreamError` otherwise (an empty body included).
-
-Chunks decoded before an error are still yielded; the error is raised after them.
+  back to the pool. It completes a chat or legacy stream; for the other APIs it must come after the end.
+- An item the API flags as the end (`response.completed`, `message_stop`) ends the stream at once.
+- An item the API flags as an error raises `StreamAPIError`, after the items before it are yielded.
+- A body that ends without either ends the stream normally if the accumulator holds a whole answer (every
+  choice has a `finish_reason`; a `stop_reason` came), and raises `IncompleteStreamError` otherwise.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from time import perf_counter
 from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
 
 import anyio
-import msgspec
 
-from streamkit.aggregate import ChatCompletionAccumulator, CompletionAccumulator
-from streamkit.errors import (
-    FirstTokenTimeout,
-    IncompleteStreamError,
-    StreamAPIError,
-    StreamkitError,
-    TotalTimeout,
-    api_error_fields,
-)
+from streamkit.errors import FirstTokenTimeout, IncompleteStreamError, StreamkitError, TotalTimeout
+from streamkit.protocols.base import END, ERROR, TOKEN, Accumulator, Api, Model
+from streamkit.protocols.chat import CHAT, ChatCompletion, ChatCompletionChunk
+from streamkit.protocols.completions import COMPLETIONS, Completion, CompletionChunk
+from streamkit.protocols.responses import RESPONSES, Response, ResponseEvent
 from streamkit.sse import SSEDecoder
-from streamkit.transports.base import Response
-from streamkit.types import ChatCompletion, ChatCompletionChunk, Completion, CompletionChunk
+from streamkit.transports.base import Response as HTTPResponse
 
-__all__ = ["ChatCompletionStream", "CompletionStream", "StreamMetrics"]
+__all__ = ["ChatCompletionStream", "CompletionStream", "ResponseStream", "Stream", "StreamMetrics"]
 
-_ChunkT = TypeVar("_ChunkT", ChatCompletionChunk, CompletionChunk)
-_FinalT = TypeVar("_FinalT", ChatCompletion, Completion)
+ItemT = TypeVar("ItemT")
+FinalT = TypeVar("FinalT", bound=Model)
 
 
 class StreamMetrics:
     """When a stream's parts happened, in `time.perf_counter()` seconds, and what they add up to.
 
     Arrival times are taken when a read's bytes come off the connection, before any decoding, so they measure
-    the server and the network rather than this client. A token-carrying chunk is one with content, refusal,
-    reasoning or a tool call (legacy: text); a role-only or empty chunk, a usage chunk and a comment are not.
+    the server and the network rather than this client. A token-carrying item is one with text, a refusal,
+    reasoning, a summary or tool arguments (`Stream.carries_token`); a role-only or empty chunk, a usage
+    chunk, a lifecycle event and a comment are not.
+
+    `request_sent` is when the attempt that got the answer was sent; `call_started` is when the call began,
+    before its first attempt, so `ttft` is the answering attempt's and `call_ttft` the whole call's, retries
+    and their waits included.
     """
 
     __slots__ = (
         "arrivals",
+        "attempts",
+        "call_started",
         "completion_tokens",
         "headers_received",
         "reads",
@@ -70,44 +71,59 @@ class StreamMetrics:
         "token_arrivals",
     )
 
-    def __init__(self, request_sent: float, headers_received: float) -> None:
+    def __init__(
+        self,
+        request_sent: float,
+        headers_received: float,
+        call_started: float | None = None,
+        attempts: int = 1,
+    ) -> None:
         self.request_sent = request_sent
         self.headers_received = headers_received
-        self.arrivals: list[float] = []  # one per chunk
-        self.token_arrivals: list[float] = []  # one per token-carrying chunk
+        self.call_started = request_sent if call_started is None else call_started
+        self.attempts = attempts  # requests sent for this call, the answering one included
+        self.arrivals: list[float] = []  # one per item
+        self.token_arrivals: list[float] = []  # one per token-carrying item
         self.reads = 0  # reads of the body that brought bytes
-        self.completion_tokens: int | None = None  # from usage, when the server sent it
+        self.completion_tokens: int | None = None  # from usage, once the stream has ended
 
     @property
     def chunks(self) -> int:
-        """How many chunks arrived."""
+        """How many items (chunks or events) arrived."""
         return len(self.arrivals)
 
     @property
     def first_token(self) -> float | None:
-        """When the first token-carrying chunk arrived."""
+        """When the first token-carrying item arrived."""
         return self.token_arrivals[0] if self.token_arrivals else None
 
     @property
     def last_token(self) -> float | None:
-        """When the last token-carrying chunk arrived."""
+        """When the last token-carrying item arrived."""
         return self.token_arrivals[-1] if self.token_arrivals else None
 
     @property
     def ttft(self) -> float | None:
-        """Time to first token: from sending the request to the first token-carrying chunk, in seconds."""
+        """Time to first token: from sending the answering request to its first token-carrying item, in
+        seconds."""
         first = self.first_token
         return None if first is None else first - self.request_sent
 
     @property
+    def call_ttft(self) -> float | None:
+        """Time to first token of the whole call: from its start, retries and their waits included."""
+        first = self.first_token
+        return None if first is None else first - self.call_started
+
+    @property
     def e2e(self) -> float | None:
-        """End to end: from sending the request to the last token-carrying chunk, in seconds."""
+        """End to end: from sending the answering request to the last token-carrying item, in seconds."""
         last = self.last_token
         return None if last is None else last - self.request_sent
 
     @property
     def itl(self) -> list[float]:
-        """Inter-token latencies: the gaps between consecutive token-carrying chunks, in seconds."""
+        """Inter-token latencies: the gaps between consecutive token-carrying items, in seconds."""
         times = self.token_arrivals
         return [b - a for a, b in itertools.pairwise(times)]
 
@@ -117,81 +133,93 @@ class StreamMetrics:
         return f"StreamMetrics(ttft={ttft}, e2e={e2e}, chunks={self.chunks}, tokens={self.completion_tokens})"
 
 
-class _Stream(Generic[_ChunkT, _FinalT]):
-    """What chat and legacy streams share; the subclasses say what a chunk is and what carries a token."""
+class Stream(Generic[ItemT, FinalT]):
+    """A streamed response of any API: an async iterator of its typed items.
 
-    _chunk_type: ClassVar[type[ChatCompletionChunk] | type[CompletionChunk]]
-    _accumulator_type: ClassVar[type[ChatCompletionAccumulator] | type[CompletionAccumulator]]
-    _chunk_decoder: ClassVar[msgspec.json.Decoder[Any]]
+    `api` says what the items are (`streamkit.protocols`). The subclasses bind it and name the final object
+    (`get_final_completion`, `get_final_response`, ...); the reading is all here.
+    """
+
+    api: ClassVar[Api[Any, Any]]
 
     def __init__(
         self,
-        response: Response,
+        response: HTTPResponse,
         metrics: StreamMetrics,
         *,
         first_token_deadline: float | None = None,
         total_deadline: float | None = None,
         redact: Callable[[str], str] = str,
+        accumulator: Accumulator[ItemT, FinalT] | None = None,
     ) -> None:
         self._response = response
-        self._accumulator = self._accumulator_type()
+        self._accumulator: Accumulator[ItemT, FinalT] = accumulator or self.api.accumulator()
         self.metrics = metrics
         self._decoder = SSEDecoder()
-        self._pending: deque[_ChunkT] = deque()
+        self._pending: deque[ItemT] = deque()
         self._first_token_deadline = first_token_deadline
         self._total_deadline = total_deadline
         self._deadline = _earliest(first_token_deadline, total_deadline)
-        self._done_callbacks: list[Callable[[_FinalT], object]] = []
+        self._done_callbacks: list[Callable[[FinalT], object]] = []
         self._redact = redact
         self._reading = True  # False once the body is done with: ended, failed or closed
         self._complete = False  # ended as a whole stream should
-        self._error: BaseException | None = None  # raised once the pending chunks are yielded
-
-    # What the subclasses define
-
-    @staticmethod
-    def _carries_token(chunk: _ChunkT) -> bool:
-        raise NotImplementedError
-
-    @staticmethod
-    def _text(chunk: _ChunkT) -> str | None:
-        raise NotImplementedError
+        self._error: BaseException | None = None  # raised once the pending items are yielded
 
     # The public surface
 
     @property
-    def snapshot(self) -> _FinalT:
+    def snapshot(self) -> FinalT:
         """Everything received so far, aggregated (a new object each time)."""
-        snapshot: _FinalT = self._accumulator.snapshot  # type: ignore[assignment]
-        return snapshot
+        return self._accumulator.snapshot
 
     @property
     def response_headers(self) -> Mapping[str, str]:
         """The headers of the response (case-insensitive)."""
         return self._response.headers
 
-    def __aiter__(self) -> _Stream[_ChunkT, _FinalT]:
+    @property
+    def completed(self) -> bool:
+        """Whether the stream ended as a whole stream should (False while it is read, and after an error or
+        an early close)."""
+        return self._complete
+
+    def is_finished(self) -> bool:
+        """Whether what arrived is a whole answer: every choice has a `finish_reason`, a terminal event or a
+        `stop_reason` came. A stream can complete without it, where a server ends a chat stream with
+        `[DONE]` early."""
+        return self._accumulator.is_finished()
+
+    def carries_token(self, item: ItemT) -> bool:
+        """Whether an item carries a token (text, a refusal, reasoning, a summary or tool arguments): the
+        items that `metrics.token_arrivals` stamps."""
+        return bool(self.api.flags(item) & TOKEN)
+
+    def __aiter__(self) -> Stream[ItemT, FinalT]:
         return self
 
-    async def __anext__(self) -> _ChunkT:
+    async def __anext__(self) -> ItemT:
         pending = self._pending
         while not pending:
             if not self._reading:
                 if self._error is not None:
                     raise self._error
+                self._call_back()
                 raise StopAsyncIteration
             await self._read_more()
         return pending.popleft()
 
     async def text_deltas(self) -> AsyncIterator[str]:
-        """The text of choice 0 as it arrives (content, or legacy text), skipping empty deltas."""
-        async for chunk in self:
-            text = self._text(chunk)
+        """The answer's text as it arrives (choice 0's content or text, output text, text deltas), skipping
+        empty deltas."""
+        text_of = self.api.text
+        async for item in self:
+            text = text_of(item)
             if text:
                 yield text
 
-    async def get_final_completion(self) -> _FinalT:
-        """Read the rest of the stream and return the aggregated completion.
+    async def get_final(self) -> FinalT:
+        """Read the rest of the stream and return the aggregated final object.
 
         Raises the stream's error if it failed (again, if it was raised before), and `IncompleteStreamError`
         if the stream was closed before it was complete.
@@ -204,20 +232,27 @@ class _Stream(Generic[_ChunkT, _FinalT]):
             raise self._error
         if not self._complete:
             raise IncompleteStreamError("the stream was closed before it was complete", partial=self.snapshot)
+        self._call_back()
         return self.snapshot
 
-    def add_done_callback(self, callback: Callable[[_FinalT], object]) -> None:
-        """Call `callback(final)` when the stream completes (not when it fails or is closed early)."""
+    def add_done_callback(self, callback: Callable[[FinalT], object]) -> None:
+        """Call `callback(final)` once the stream has completed and its caller has taken it all: at the end of
+        `async for`, in `get_final_...()`, or at `aclose()` after the last item. Not when it fails, nor when
+        it is closed with items left unread."""
         self._done_callbacks.append(callback)
 
     async def aclose(self) -> None:
-        """Close the response at once; chunks not yet read are dropped. Idempotent."""
-        self._pending.clear()
+        """Close the response at once; items not yet read are dropped, and a stream closed with items left
+        unread is not complete. Idempotent."""
+        if self._pending:
+            self._pending.clear()
+            self._complete = False
+        self._call_back()
         if self._reading:
-            self._reading = False
+            self._stop()
             await self._response.aclose()
 
-    async def __aenter__(self) -> _Stream[_ChunkT, _FinalT]:
+    async def __aenter__(self) -> Stream[ItemT, FinalT]:
         return self
 
     async def __aexit__(
@@ -227,8 +262,12 @@ class _Stream(Generic[_ChunkT, _FinalT]):
 
     # Reading
 
+    def _stop(self) -> None:
+        self._reading = False
+        self.metrics.completion_tokens = self._accumulator.output_tokens
+
     async def _read_more(self) -> None:
-        """Read once and decode what arrived; at `[DONE]` or at the end of the body, finish or fail."""
+        """Read once and decode what arrived; at the end of the stream or of the body, finish or fail."""
         response = self._response
         try:
             deadline = self._deadline
@@ -249,82 +288,79 @@ class _Stream(Generic[_ChunkT, _FinalT]):
                     raise IncompleteStreamError("the body ended before the stream was complete")
                 await self._finish(response.aclose)
         except StreamkitError as exc:
-            exc.partial = self.snapshot
+            self._redacted(exc).partial = self.snapshot
             self._error = exc
-            self._reading = False
+            self._stop()
             await response.aclose()
         except BaseException:  # cancelled, or a bug: the connection must not outlive it
-            self._reading = False
+            self._stop()
             await response.aclose()
             raise
 
     async def _finish(self, close: Callable[[], Awaitable[None]]) -> None:
-        self._reading = False
+        self._stop()
         self._complete = True
         await close()
-        if self._done_callbacks:
+
+    def _call_back(self) -> None:
+        """Run the done callbacks, once, if the stream completed."""
+        callbacks = self._done_callbacks
+        if self._complete and callbacks:
+            self._done_callbacks = []
             final = self.snapshot
-            for callback in self._done_callbacks:
+            for callback in callbacks:
                 callback(final)
 
     def _decode(self, data: bytes, now: float) -> bool:
-        """Decode the events a read completes into pending chunks; True at `[DONE]`."""
+        """Decode the events a read completes into pending items; True at the end of the stream."""
         metrics = self.metrics
         metrics.reads += 1
-        decode = self._chunk_decoder.decode
+        api = self.api
+        decode = api.decode
+        flags_of = api.flags
         add = self._accumulator.add
-        carries_token = self._carries_token
         keep = self._pending.append
         arrived = metrics.arrivals.append
-        error = None
         datas = self._decoder.feed_data(data)
-        if datas is None:
-            datas = []
-            for event in self._decoder.feed(data):
-                if event.event == "message":
-                    datas.append(event.data.encode())
-                elif event.event == "error":  # raised once the chunks before it are taken
-                    error = self._stream_error(event.data)
-                    break
-        for raw in datas:
+        events: Iterable[tuple[bytes, str]]
+        if datas is not None:
+            events = zip(datas, itertools.repeat("message"))
+        else:
+            events = [(event.data.encode(), event.event) for event in self._decoder.feed(data)]
+        for raw, event in events:
             if raw[:6] == b"[DONE]":
-                return True
-            try:
-                chunk = decode(raw)
-            except (msgspec.DecodeError, UnicodeDecodeError):
-                # The event's text, with U+FFFD for bytes that are not UTF-8, as SSE decodes it: a chunk
-                # after all, or ChunkDecodeError with the text in `.raw`.
-                chunk = self._chunk_type.from_json(raw.decode("utf-8", "replace"))
-            if not chunk.choices and chunk.usage is None and b'"error"' in raw:
-                raise self._stream_error(raw.decode("utf-8", "replace"))
-            add(chunk)
-            keep(chunk)
+                if api.done_completes or self._accumulator.is_finished():
+                    return True
+                raise IncompleteStreamError("data: [DONE] came before the stream was complete")
+            item = decode(raw, event)
+            if item is None:
+                continue
+            add(item)
+            flags = flags_of(item)
+            if flags:
+                if flags & ERROR:
+                    raise api.error(item)
+                if flags & TOKEN:
+                    metrics.token_arrivals.append(now)
+                    if self._first_token_deadline is not None:
+                        self._first_token_deadline = None
+                        self._deadline = self._total_deadline
+            keep(item)
             arrived(now)
-            if carries_token(chunk):
-                metrics.token_arrivals.append(now)
-                if self._first_token_deadline is not None:
-                    self._first_token_deadline = None
-                    self._deadline = self._total_deadline
-            if chunk.usage is not None:
-                metrics.completion_tokens = chunk.usage.completion_tokens
-        if error is not None:
-            raise error
+            if flags & END:
+                return True
         return False
 
-    def _stream_error(self, text: str) -> StreamAPIError:
-        try:
-            body: object = msgspec.json.decode(text)
-        except msgspec.DecodeError:
-            body = text
-        message, type, code, param = api_error_fields(body)
-        return StreamAPIError(
-            self._redact(message or text),
-            raw=self._redact(text),
-            body=body,
-            code=code,
-            type=type,
-            param=param,
-        )
+    def _redacted(self, exc: StreamkitError) -> StreamkitError:
+        """The error with the API key, should a server have echoed it, taken out of its texts."""
+        redact = self._redact
+        if redact is not str:
+            exc.message = redact(exc.message)
+            exc.args = (exc.message, *exc.args[1:])
+            raw = getattr(exc, "raw", None)
+            if isinstance(raw, str):
+                exc.raw = redact(raw)  # type: ignore[attr-defined]
+        return exc
 
     def _deadline_error(self) -> StreamkitError:
         if self._first_token_deadline is not None and (
@@ -342,50 +378,32 @@ def _earliest(a: float | None, b: float | None) -> float | None:
     return min(a, b)
 
 
-class ChatCompletionStream(_Stream[ChatCompletionChunk, ChatCompletion]):
+class ChatCompletionStream(Stream[ChatCompletionChunk, ChatCompletion]):
     """A streamed chat completion: an async iterator of `ChatCompletionChunk`s."""
 
-    _chunk_type = ChatCompletionChunk
-    _chunk_decoder = msgspec.json.Decoder(ChatCompletionChunk)
-    _accumulator_type = ChatCompletionAccumulator
+    api = CHAT
 
-    @staticmethod
-    def _carries_token(chunk: ChatCompletionChunk) -> bool:
-        for choice in chunk.choices:
-            delta = choice.delta
-            if (
-                delta.content
-                or delta.reasoning_content
-                or delta.reasoning
-                or delta.refusal
-                or delta.tool_calls
-                or delta.function_call
-            ):
-                return True
-        return False
-
-    @staticmethod
-    def _text(chunk: ChatCompletionChunk) -> str | None:
-        for choice in chunk.choices:
-            if choice.index == 0:
-                return choice.delta.content
-        return None
+    async def get_final_completion(self) -> ChatCompletion:
+        """Read the rest of the stream and return the `ChatCompletion` (see `Stream.get_final`)."""
+        return await self.get_final()
 
 
-class CompletionStream(_Stream[CompletionChunk, Completion]):
+class CompletionStream(Stream[CompletionChunk, Completion]):
     """A streamed legacy completion: an async iterator of `CompletionChunk`s."""
 
-    _chunk_type = CompletionChunk
-    _chunk_decoder = msgspec.json.Decoder(CompletionChunk)
-    _accumulator_type = CompletionAccumulator
+    api = COMPLETIONS
 
-    @staticmethod
-    def _carries_token(chunk: CompletionChunk) -> bool:
-        return any(choice.text for choice in chunk.choices)
+    async def get_final_completion(self) -> Completion:
+        """Read the rest of the stream and return the `Completion` (see `Stream.get_final`)."""
+        return await self.get_final()
 
-    @staticmethod
-    def _text(chunk: CompletionChunk) -> str | None:
-        for choice in chunk.choices:
-            if choice.index == 0:
-                return choice.text
-        return None
+
+class ResponseStream(Stream[ResponseEvent, Response]):
+    """A streamed Responses API answer: an async iterator of typed events (`event.type` is its name, such as
+    `response.output_text.delta`); events of a type streamkit does not know come as `UnknownEvent`."""
+
+    api = RESPONSES
+
+    async def get_final_response(self) -> Response:
+        """Read the rest of the stream and return the `Response` (see `Stream.get_final`)."""
+        return await self.get_final()

@@ -118,13 +118,16 @@ def test_core_imports_no_transport() -> None:
     from pathlib import Path
 
     package = Path(streamkit.__file__).parent
-    for name in ("sse", "types", "aggregate", "errors"):
-        tree = ast.parse((package / f"{name}.py").read_text())
+    core = ["sse.py", "errors.py", *(f"protocols/{p.name}" for p in (package / "protocols").glob("*.py"))]
+    assert "protocols/base.py" in core and "protocols/responses.py" in core
+    for name in core:
+        tree = ast.parse((package / name).read_text())
         imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)} | {
             alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
         }
-        core = {"streamkit.errors", "streamkit.types", "streamkit.sse", "streamkit.aggregate"}
-        assert {m for m in imported if m and m.startswith("streamkit")} <= core, name
-        assert not {
-            m for m in imported if m and m.split(".")[0] in ("aiohttp", "httpx", "anyio", "httpx_sse")
-        }
+        ours = {m for m in imported if m and m.startswith("streamkit")}
+        assert all(
+            m in ("streamkit.errors", "streamkit.sse") or m.startswith("streamkit.protocols") for m in ours
+        )
+        io = ("aiohttp", "httpx", "anyio", "httpx_sse", "sniffio")
+        assert not {m for m in imported if m and m.split(".")[0] in io}, name

@@ -20,8 +20,9 @@ from typing import Any
 import streamkit
 from streamkit.bench.metrics import RequestRecord, describe, span
 from streamkit.bench.workload import BenchRequest, arrival_times
+from streamkit.protocols.chat import ChatCompletionChunk
+from streamkit.protocols.completions import CompletionChunk
 from streamkit.streams import ChatCompletionStream, CompletionStream
-from streamkit.types import ChatCompletionChunk, CompletionChunk
 
 __all__ = ["LoadConfig", "RunResult", "calibrate", "run_load", "run_workers"]
 
@@ -67,16 +68,6 @@ class RunResult:
         return describe(self.lag)
 
 
-def _token_count(chunk: ChatCompletionChunk | CompletionChunk) -> int | None:
-    """The tokens a chunk carried, when its logprobs say; else None."""
-    for choice in chunk.choices:
-        logprobs = choice.logprobs
-        tokens = getattr(logprobs, "content" if isinstance(chunk, ChatCompletionChunk) else "tokens", None)
-        if tokens:
-            return len(tokens)
-    return None
-
-
 def _text_len(chunk: ChatCompletionChunk | CompletionChunk) -> int:
     if isinstance(chunk, CompletionChunk):
         return sum(len(c.text or "") for c in chunk.choices)
@@ -105,17 +96,16 @@ def record_stream(
     Either way the record says that N is the client's (`tokens_estimated`)."""
     metrics = stream.metrics
     record.t0 = metrics.request_sent - origin
-    carries = type(stream)._carries_token
     counts: list[int | None] = []
     estimate = 0
     finishes = {c.index: c.finish_reason for chunk in chunks for c in chunk.choices if c.finish_reason}
-    if record.error is None and {c.index for chunk in chunks for c in chunk.choices} - finishes.keys():
+    if record.error is None and chunks and not stream.is_finished():
         record.error = "Unfinished"  # a server that ends a stream with [DONE] when it gives up on a request
         record.error_message = "the stream ended before every choice had a finish_reason"
     for chunk, arrived in zip(chunks, metrics.arrivals, strict=False):
-        if carries(chunk):  # type: ignore[arg-type]
+        if stream.carries_token(chunk):  # type: ignore[arg-type]
             record.token_times.append(arrived - metrics.request_sent)
-            counts.append(_token_count(chunk))
+            counts.append(stream.api.token_count(chunk))  # type: ignore[arg-type]
             estimate += max(1, round(_text_len(chunk) / 4))
         if chunk.usage is not None:
             record.output_tokens = chunk.usage.completion_tokens

@@ -15,10 +15,10 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from streamkit.aggregate import ChatCompletionAccumulator, CompletionAccumulator
+from streamkit.protocols.chat import ChatCompletionAccumulator, ChatCompletionChunk
+from streamkit.protocols.completions import CompletionAccumulator, CompletionChunk
 from streamkit.server.faults import Faults, Timing
 from streamkit.server.scripted import ChatRequest, CompletionRequest, Plan, plan_chat, plan_completion
-from streamkit.types import ChatCompletionChunk, CompletionChunk
 
 __all__ = ["ServerConfig", "ServerStats", "create_app"]
 

@@ -1,0 +1,247 @@
+"""The per-API seam: what the stream, the client, the server and the bench need to know about one API.
+
+Each API module of `streamkit.protocols` defines its msgspec models, an accumulator that merges the streamed
+items into the final object, and one `Api` object that says how to decode an SSE event into an item and what
+an item means: whether it carries a token, ends the stream, or is an error. Everything else (reading bytes,
+deadlines, retries, metrics, the bench) is written once, over that object.
+
+All of it is sans-I/O: no transport, no event loop.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar
+
+import msgspec
+
+from streamkit.errors import ChunkDecodeError, StreamAPIError, api_error_fields
+
+__all__ = [
+    "END",
+    "ERROR",
+    "TOKEN",
+    "Accumulator",
+    "Api",
+    "Model",
+    "OpenUnion",
+    "UnknownEvent",
+    "UnknownObject",
+    "decode_hook",
+    "stream_error",
+]
+
+# What an item means to the stream, as bit flags (`Api.flags`).
+TOKEN = 1
+"""The item carries a token: text, a refusal, reasoning, a summary, tool arguments."""
+END = 2
+"""The item ends the stream as a whole stream ends (`response.completed`, `message_stop`)."""
+ERROR = 4
+"""The item is an error sent inside the stream: the stream raises `Api.error(item)` in its place."""
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+class UnknownObject:
+    """An object of a type this version of streamkit does not know (a new output item, content block or
+    delta): its `type` and its JSON fields as they came, so a new type never breaks a stream."""
+
+    __slots__ = ("data", "type")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.type = str(data.get("type"))
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(type={self.type!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, UnknownObject) and other.data == self.data
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class OpenUnion:
+    """The base of a union of objects tagged by their `type` field that stays open to new types.
+
+    A field annotated with a subclass of `OpenUnion` decodes through `decode_hook`: into the variant whose tag
+    matches, or into the subclass's `unknown` type (an `UnknownObject`) when no variant has that tag. A
+    variant whose tag matches but whose fields have the wrong types is an error. Every variant is a tagged
+    `Model` that also inherits from the subclass, and so does its `unknown` type, so all pass as one.
+    """
+
+    __slots__ = ()
+    variants: ClassVar[tuple[type[Any], ...]] = ()
+    unknown: ClassVar[type[UnknownObject]] = UnknownObject
+    _tags: ClassVar[frozenset[str]]
+    _union: ClassVar[Any]
+
+
+def _union_of(union: type[OpenUnion]) -> tuple[frozenset[str], Any]:
+    cached = union.__dict__.get("_union")
+    if cached is None:
+        variants = union.variants
+        tags = frozenset(str(v.__struct_config__.tag) for v in variants)
+        kind: Any = variants[0]
+        for variant in variants[1:]:
+            kind = kind | variant
+        union._tags, union._union = tags, kind
+    return union._tags, union._union
+
+
+def decode_hook(kind: type[Any], obj: Any) -> Any:
+    """msgspec's `dec_hook` for `OpenUnion` fields (see there)."""
+    if isinstance(kind, type) and issubclass(kind, OpenUnion):
+        if isinstance(obj, dict):
+            tags, union = _union_of(kind)
+            if obj.get("type") in tags:
+                return msgspec.convert(obj, union, dec_hook=decode_hook)
+            return kind.unknown(obj)
+        raise msgspec.ValidationError(f"expected an object, got {type(obj).__name__}")
+    raise NotImplementedError(f"no decoding for {kind!r}")
+
+
+def _encode_hook(obj: Any) -> Any:
+    if isinstance(obj, UnknownObject):
+        return obj.data
+    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+
+
+class Model(msgspec.Struct, kw_only=True, gc=False):
+    """The base of every model: `from_json` and `to_dict`. Unknown fields are ignored, so a server that adds
+    fields never breaks decoding."""
+
+    _decoder: ClassVar[msgspec.json.Decoder[Any] | None] = None
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Self:
+        """Decode one JSON document into this model. Raises `ChunkDecodeError` (a ValueError) if it is not
+        valid JSON or does not have this model's shape."""
+        decoder = cls.__dict__.get("_decoder")
+        if decoder is None:
+            decoder = msgspec.json.Decoder(cls, dec_hook=decode_hook)
+            cls._decoder = decoder
+        try:
+            result: Self = decoder.decode(data)
+        except (msgspec.DecodeError, UnicodeEncodeError) as exc:  # the latter: a str with lone surrogates
+            raw = data if isinstance(data, str) else data.decode("utf-8", "replace")
+            raise ChunkDecodeError(f"invalid {cls.__name__}: {exc}", raw=raw) from exc
+        return result
+
+    def to_dict(self) -> dict[str, Any]:
+        """This model in its API's JSON shape (plain dicts and lists), without the fields that are None."""
+        result: dict[str, Any] = _drop_none(msgspec.to_builtins(self, enc_hook=_encode_hook))
+        return result
+
+
+class UnknownEvent(Model):
+    """An event of a type this version of streamkit does not know, yielded as it came: its `type` and its
+    data's text (`raw`). New event types never break a stream."""
+
+    type: str
+    raw: str
+
+    @property
+    def data(self) -> Any:
+        """The event's data, decoded from JSON."""
+        return msgspec.json.decode(self.raw)
+
+
+ItemT = TypeVar("ItemT")
+FinalT = TypeVar("FinalT")
+ItemT_contra = TypeVar("ItemT_contra", contravariant=True)
+FinalT_co = TypeVar("FinalT_co", covariant=True)
+
+
+class Accumulator(Protocol[ItemT_contra, FinalT_co]):
+    """Merges a stream's items into its final object (sans-I/O)."""
+
+    def add(self, item: ItemT_contra) -> None:
+        """Merge one item."""
+        ...
+
+    @property
+    def snapshot(self) -> FinalT_co:
+        """The object accumulated so far (a new object each time, sharing nothing with the next one)."""
+        ...
+
+    def final(self) -> FinalT_co:
+        """The object once every item has been added."""
+        ...
+
+    def is_finished(self) -> bool:
+        """Whether what was added is a whole answer, so a body that ends here ends normally."""
+        ...
+
+    @property
+    def output_tokens(self) -> int | None:
+        """The output tokens the server's usage reported, if it did."""
+        ...
+
+
+class Api(abc.ABC, Generic[ItemT, FinalT]):
+    """One API's rules, as the stream, client, server and bench use them. One instance per API.
+
+    - `name`: `chat`, `completions`, `responses` or `messages` (the CLI's `--api`).
+    - `path`: the endpoint, after the base URL (`/chat/completions`).
+    - `provider`: whose keys and base URL it uses, `openai` or `anthropic`.
+    - `done_completes`: whether `data: [DONE]` completes the stream whatever came before it. Where it does
+      not, `[DONE]` still ends the stream, which is complete only if `accumulator().is_finished()`.
+    """
+
+    name: ClassVar[str]
+    path: ClassVar[str]
+    provider: ClassVar[Literal["openai", "anthropic"]] = "openai"
+    done_completes: ClassVar[bool] = False
+    final_type: ClassVar[type[Any]]
+
+    @abc.abstractmethod
+    def decode(self, data: bytes, event: str = "message") -> ItemT | None:
+        """One event's data (UTF-8 bytes) and SSE type as an item, or None for an event to skip (a ping).
+
+        Raises `ChunkDecodeError` for data that is not a valid item, and `StreamAPIError` for an error that
+        is not an item of its own.
+        """
+
+    @abc.abstractmethod
+    def flags(self, item: ItemT) -> int:
+        """`TOKEN`, `END` and `ERROR`, or'ed: what the item means to the stream."""
+
+    @abc.abstractmethod
+    def text(self, item: ItemT) -> str | None:
+        """The answer's text that the item adds, if any: what `text_deltas()` yields."""
+
+    @abc.abstractmethod
+    def accumulator(self) -> Accumulator[ItemT, FinalT]:
+        """A new accumulator for one stream."""
+
+    def error(self, item: ItemT) -> StreamAPIError:
+        """The error an item flagged `ERROR` stands for."""
+        raise NotImplementedError
+
+    def token_count(self, item: ItemT) -> int | None:
+        """How many tokens a token-carrying item carried, where the item says (logprobs); else None."""
+        return None
+
+    def final_from_json(self, data: bytes) -> FinalT:
+        """The answer to a request with `stream=False`. Raises `ChunkDecodeError`."""
+        final: FinalT = self.final_type.from_json(data)
+        return final
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+def stream_error(body: object, raw: str, default: Callable[[], str] | None = None) -> StreamAPIError:
+    """A `StreamAPIError` from an error body in any of the shapes servers send (see `api_error_fields`)."""
+    message, type, code, param = api_error_fields(body)
+    return StreamAPIError(
+        message or (default() if default else raw), raw=raw, body=body, code=code, type=type, param=param
+    )
