@@ -11,12 +11,16 @@ All of it is sans-I/O: no transport, no event loop.
 from __future__ import annotations
 
 import abc
+import builtins
 from collections.abc import Callable
-from typing import Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar
 
 import msgspec
 
 from streamkit.errors import ChunkDecodeError, StreamAPIError, api_error_fields
+
+if TYPE_CHECKING:
+    from streamkit.protocols.scripted import Answer, Frame, Plan, RequestError, Script
 
 __all__ = [
     "END",
@@ -26,6 +30,7 @@ __all__ = [
     "Api",
     "Model",
     "OpenUnion",
+    "TaggedModel",
     "UnknownEvent",
     "UnknownObject",
     "decode_hook",
@@ -78,10 +83,16 @@ class OpenUnion:
     """
 
     __slots__ = ()
-    variants: ClassVar[tuple[type[Any], ...]] = ()
-    unknown: ClassVar[type[UnknownObject]] = UnknownObject
+    # `builtins.type`: these annotations are evaluated in the class's namespace, where `type` is the property.
+    variants: ClassVar[tuple[builtins.type[Any], ...]] = ()
+    unknown: ClassVar[builtins.type[UnknownObject]] = UnknownObject
     _tags: ClassVar[frozenset[str]]
     _union: ClassVar[Any]
+
+    @property
+    def type(self) -> str:
+        """The object's type: its tag."""
+        return str(self.__struct_config__.tag)  # type: ignore[attr-defined]
 
 
 def _union_of(union: type[OpenUnion]) -> tuple[frozenset[str], Any]:
@@ -141,6 +152,15 @@ class Model(msgspec.Struct, kw_only=True, gc=False):
         return result
 
 
+class TaggedModel(Model, tag_field="type"):
+    """A model whose JSON names its kind in a `type` field (msgspec's tag), which `type` gives back."""
+
+    @property
+    def type(self) -> str:
+        """The kind of this object, such as `response.output_text.delta` (its tag)."""
+        return str(self.__struct_config__.tag)
+
+
 class UnknownEvent(Model):
     """An event of a type this version of streamkit does not know, yielded as it came: its `type` and its
     data's text (`raw`). New event types never break a stream."""
@@ -194,6 +214,10 @@ class Api(abc.ABC, Generic[ItemT, FinalT]):
     - `provider`: whose keys and base URL it uses, `openai` or `anthropic`.
     - `done_completes`: whether `data: [DONE]` completes the stream whatever came before it. Where it does
       not, `[DONE]` still ends the stream, which is complete only if `accumulator().is_finished()`.
+
+    The client's side is `decode`, `flags`, `text`, `error`, `token_count` and `accumulator`. The built-in
+    server's side (`parse_request`, `render`, `error_body`, `error_frames`, `fault_error`, with
+    `error_forms` and `malformed`) speaks the API for the scripted model (`streamkit.protocols.scripted`).
     """
 
     name: ClassVar[str]
@@ -201,6 +225,10 @@ class Api(abc.ABC, Generic[ItemT, FinalT]):
     provider: ClassVar[Literal["openai", "anthropic"]] = "openai"
     done_completes: ClassVar[bool] = False
     final_type: ClassVar[type[Any]]
+    error_forms: ClassVar[tuple[str, ...]] = ()
+    """The forms of an error sent inside a stream (the server's `error=FORM` fault), the default first."""
+    malformed: ClassVar[bytes] = b'{"broken": "tru'
+    """Event data that is not valid JSON (the server's `malformed=K` fault)."""
 
     @abc.abstractmethod
     def decode(self, data: bytes, event: str = "message") -> ItemT | None:
@@ -234,6 +262,28 @@ class Api(abc.ABC, Generic[ItemT, FinalT]):
         """The answer to a request with `stream=False`. Raises `ChunkDecodeError`."""
         final: FinalT = self.final_type.from_json(data)
         return final
+
+    # The built-in server's side
+
+    @abc.abstractmethod
+    def parse_request(self, body: dict[str, Any], model: str) -> Script:
+        """Check a request as the API would, for the scripted model serving `model`. Raises `RequestError`."""
+
+    @abc.abstractmethod
+    def render(self, script: Script, answers: list[Answer], tokens_per_chunk: int) -> Plan:
+        """The events of the stream that carries `answers`, in the API's own shapes."""
+
+    @abc.abstractmethod
+    def error_body(self, error: RequestError) -> dict[str, Any]:
+        """The JSON body of an error answer, in the API's shape."""
+
+    @abc.abstractmethod
+    def error_frames(self, form: str, plan: Plan) -> list[Frame]:
+        """An error sent inside the stream of `plan`, in one of `error_forms`."""
+
+    @abc.abstractmethod
+    def fault_error(self, status: int) -> RequestError:
+        """What the API says with an error status that a fault injects (a rate limit, an overload...)."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

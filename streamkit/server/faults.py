@@ -8,22 +8,25 @@ Timing: `ttft=S` (seconds before the first token), `itl=S` (seconds per token) o
 natural length of an answer), `events_per_write=N` (events sent together, up to N per write, until a wait: a
 firehose that lets a benchmark measure the client rather than the server).
 
-Faults:
+Faults: every fault comes in the form of the API that was called. "Events" are chunks for chat and legacy
+completions, and the typed events of the Responses and Messages APIs.
 
 | fault | what the server does |
 | --- | --- |
-| `drop=K` | aborts the connection after K chunks |
-| `truncate=K` | ends the body cleanly after K chunks: no finish_reason, no `[DONE]` |
-| `no_done` | sends every chunk, then ends without `data: [DONE]` |
+| `drop=K` | aborts the connection after K events |
+| `truncate=K` | ends the body cleanly after K events: no finish, no `[DONE]` or terminal event |
+| `no_done` | sends every event but the end: `data: [DONE]`, `response.completed`, `message_stop` |
 | `stall_head=S` | waits S seconds before the response head |
-| `stall=K:S` | waits S seconds after K chunks |
-| `error=FORM` | after `error_after=K` chunks (default 1), sends an error in FORM `object` |
-| | (`data: {"error": {...}}`), `string` (`data: {"error": "..."}`) or `event` (`event: error`), and ends |
-| `status=CODE` | answers CODE with an OpenAI error body for the first `fail_times=K` attempts |
+| `stall=K:S` | waits S seconds after K events |
+| `error=FORM` | after `error_after=K` events (default 1), sends an error in one of the API's FORMs, and |
+| | ends. Chat and legacy: `object` (`data: {"error": {...}}`), `string` (`data: {"error": "..."}`), |
+| | `event` (`event: error`). Responses: `event` (an `error` event), `failed` (`response.failed`). |
+| | Messages: `event` (an `error` event, `overloaded_error`) |
+| `status=CODE` | answers CODE with the API's error body for the first `fail_times=K` attempts |
 | | (default 1), then serves normally; attempts are counted per `key=...` (default: the fault string) |
 | `retry_after=S`, `retry_after_ms=MS` | headers sent with `status` |
 | `html` | answers 200 with an HTML page |
-| `malformed=K` | after K chunks, sends data that is not valid JSON, and ends |
+| `malformed=K` | after K events, sends data that is not valid JSON, and ends |
 | `framing=END` | the line ends used: `lf`, `crlf` or `cr` |
 | `bom` | starts the body with a UTF-8 BOM |
 | `keepalive=S` | sends a `: keep-alive` comment every S seconds of waiting |
@@ -38,7 +41,7 @@ from dataclasses import dataclass
 
 __all__ = ["Faults", "Timing"]
 
-_ERROR_FORMS = ("object", "string", "event")
+_ERROR_FORMS = ("object", "string", "event", "failed")  # each API takes some (`Api.error_forms`)
 _FRAMINGS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
 
 

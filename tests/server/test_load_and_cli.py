@@ -14,7 +14,7 @@ import pytest
 
 from streamkit import SSEDecoder
 from streamkit.server import ServerThread
-from streamkit.server.scripted import tokens_for
+from streamkit.protocols.scripted import tokens_for
 
 
 @pytest.mark.anyio

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from streamkit.server import ServerThread
-from streamkit.server.scripted import tokens_for
+from streamkit.protocols.scripted import tokens_for
 
 MESSAGES: Any = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tell me a story."}]
 TOOLS: Any = [

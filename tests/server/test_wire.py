@@ -11,7 +11,7 @@ import pytest
 from streamkit import SSEDecoder
 from streamkit.server import ServerConfig, ServerThread
 from streamkit.server.app import SERVER_ERROR
-from streamkit.server.scripted import tokens_for
+from streamkit.protocols.scripted import tokens_for
 from tests.server.raw import RawResponse, post
 
 CHAT = {"model": "scripted", "messages": [{"role": "user", "content": "Hello there"}], "stream": True}

@@ -1,0 +1,351 @@
+"""The built-in server's `scripted` model and the request checks its APIs share (sans-I/O).
+
+The model answers what any API asks in one neutral form: a `Script` (how many choices, which seed, the stop
+strings, the token limit, the tools to call) gives one `Answer` per choice, a list of word-piece tokens or of
+tool calls. Each API module turns a request into a `Script` (`Api.parse_request`) and the answers into the
+frames of its own stream (`Api.render`), so the same model speaks every dialect.
+
+An answer's tokens are drawn from a seeded generator: the same request with the same `seed` always gets the
+same text, so tests can state exactly what they expect. Planning the whole answer up front makes `stop` exact
+(a stop string is never emitted, even when it spans tokens), and makes the non-streamed answer the aggregate
+of the very events a stream would carry.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "SYSTEM_FINGERPRINT",
+    "Answer",
+    "Call",
+    "Frame",
+    "Plan",
+    "RequestError",
+    "Script",
+    "Tool",
+    "answer",
+    "apply_stop",
+    "check_model",
+    "check_range",
+    "check_stop",
+    "check_type",
+    "groups",
+    "logprob_of",
+    "new_id",
+    "now",
+    "tokens_for",
+    "word_count",
+]
+
+# Plain words and a few non-ASCII ones, so that split writes can land inside a UTF-8 sequence.
+VOCABULARY = (
+    "the a stream of tokens arrives as server sent events and each chunk carries a small delta which the "
+    "client merges into choices until done while latency matters more than anything else for people who "
+    "read answers as they appear on screen café naïve über façade résumé jalapeño streaming protocol "
+    "decoder aggregate benchmark measurement connection response request"
+).split()
+
+SYSTEM_FINGERPRINT = "fp_streamkit"
+ARGUMENT_PIECE = 7  # characters of a tool call's JSON arguments per token
+
+
+# Checking requests
+
+
+class RequestError(Exception):
+    """A request the API would reject: its status and error fields. Each API shapes the body its own way
+    (`Api.error_body`)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        type: str = "invalid_request_error",
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.type = type
+
+
+_TYPE_NAMES = {
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean",
+    str: "a string",
+    list: "an array",
+    dict: "an object",
+}
+
+
+def check_type(body: dict[str, Any], name: str, *kinds: type) -> Any:
+    """`body[name]`, or None when absent or null. Raises `RequestError` when it is of none of `kinds`."""
+    value = body.get(name)
+    if value is None:
+        return None
+    # bool is an int in Python but not in JSON; an int is a fine number.
+    ok = any(
+        isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool)) for kind in kinds
+    ) or (float in kinds and isinstance(value, int) and not isinstance(value, bool))
+    if not ok:
+        expected = " or ".join(_TYPE_NAMES[k] for k in kinds)
+        got = _TYPE_NAMES.get(type(value), "null")
+        raise RequestError(
+            400, f"Invalid type for '{name}': expected {expected}, but got {got}.", name, "invalid_type"
+        )
+    return value
+
+
+def check_range(body: dict[str, Any], name: str, kind: type, low: float, high: float | None = None) -> Any:
+    """`body[name]` checked as `check_type` does, and between `low` and `high`."""
+    value = check_type(body, name, kind)
+    if value is None:
+        return None
+    if value < low:
+        raise RequestError(
+            400, f"Invalid '{name}': value below minimum. Expected a value >= {low}, but got {value}.", name,
+            "integer_below_min_value" if kind is int else "decimal_below_min_value",
+        )  # fmt: skip
+    if high is not None and value > high:
+        raise RequestError(
+            400, f"Invalid '{name}': value above maximum. Expected a value <= {high}, but got {value}.", name,
+            "integer_above_max_value" if kind is int else "decimal_above_max_value",
+        )  # fmt: skip
+    return value
+
+
+def check_model(body: dict[str, Any], model: str) -> None:
+    """The model must be given, a string, and the one this server serves (else 404, as OpenAI answers)."""
+    if body.get("model") is None:
+        raise RequestError(400, "Missing required parameter: 'model'.", "model", "missing_required_parameter")
+    check_type(body, "model", str)
+    if body["model"] != model:
+        raise RequestError(
+            404,
+            f"The model `{body['model']}` does not exist or you do not have access to it.",
+            None,
+            "model_not_found",
+        )
+
+
+def check_stop(value: Any, name: str = "stop") -> list[str]:
+    """Stop strings: a string or an array of at most 4 strings."""
+    stops = [value] if isinstance(value, str) else value if isinstance(value, list) else None
+    if value is not None and (stops is None or len(stops) > 4 or not all(isinstance(s, str) for s in stops)):
+        raise RequestError(
+            400,
+            f"Invalid '{name}': expected a string or an array of at most 4 strings.",
+            name,
+            "invalid_value",
+        )
+    return list(stops or [])
+
+
+def word_count(value: Any) -> int:
+    """Words in a prompt, a message's content or a list of either: the scripted model's prompt tokens."""
+    if isinstance(value, str):
+        return len(value.split())
+    if isinstance(value, list):
+        return sum(word_count(v) for v in value)
+    if isinstance(value, dict):
+        return word_count(value.get("content")) + word_count(value.get("text"))
+    return 0
+
+
+# Answering
+
+
+@dataclass
+class Tool:
+    """A tool the model may call: its name and its parameters' JSON schema."""
+
+    name: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Script:
+    """What the scripted model is asked, whatever the API."""
+
+    model: str
+    prompt_tokens: int = 0
+    prompts: list[str] = field(default_factory=lambda: [""])
+    """Legacy completions answer each prompt `n` times; every other API has one prompt."""
+    n: int = 1
+    seed: int = 0
+    max_tokens: int | None = None
+    stop: list[str] = field(default_factory=list)
+    logprobs: bool = False
+    top_logprobs: int = 0
+    tools: list[Tool] = field(default_factory=list)
+    """The tools the answer calls (the API's `tool_choice` already applied); none: the answer is text."""
+    include_usage: bool = False
+    echo: bool = False
+    suffix: str | None = None
+    stream: bool = True
+    request: dict[str, Any] = field(default_factory=dict)
+    """The request's body, for the APIs that echo its settings in their answer."""
+
+
+@dataclass
+class Call:
+    """One tool call of an answer: its id, name and JSON arguments, which stream in `pieces`."""
+
+    id: str
+    name: str
+    arguments: str
+
+    @property
+    def pieces(self) -> list[str]:
+        return [self.arguments[i : i + ARGUMENT_PIECE] for i in range(0, len(self.arguments), ARGUMENT_PIECE)]
+
+
+@dataclass
+class Answer:
+    """One choice of an answer: text tokens or tool calls, and why it ended."""
+
+    index: int
+    tokens: list[str]
+    finish: str
+    """`stop`, `length` (the token limit) or `tool_calls`."""
+    stop_sequence: str | None = None
+    """The stop string that ended it, if one did."""
+    calls: list[Call] = field(default_factory=list)
+    prompt: str = ""
+    rng: random.Random = field(default_factory=random.Random)
+    """Draws the answer's logprobs, deterministically."""
+
+    @property
+    def output_tokens(self) -> int:
+        return len(self.tokens) + sum(1 + len(call.pieces) for call in self.calls)
+
+
+def tokens_for(seed: int, count: int) -> list[str]:
+    """`count` deterministic word-piece tokens: words with a leading space, long words cut in two, and a
+    full stop every few words."""
+    rng = random.Random(seed)
+    tokens: list[str] = []
+    sentence_start = True
+    while len(tokens) < count:
+        word = rng.choice(VOCABULARY)
+        if sentence_start:
+            word = word.capitalize()
+        space = "" if not tokens else " "
+        if len(word) > 6:
+            tokens += [space + word[:4], word[4:]]
+        else:
+            tokens.append(space + word)
+        sentence_start = rng.random() < 0.15
+        if sentence_start:
+            tokens.append(".")
+    return tokens[:count]
+
+
+def apply_stop(tokens: list[str], stop: Sequence[str]) -> tuple[list[str], str | None]:
+    """Cut the tokens before the first occurrence of any stop string; return them and the string found."""
+    text = "".join(tokens)
+    found = [(i, s) for s in stop if s for i in (text.find(s),) if i >= 0]
+    if not found:
+        return tokens, None
+    cut, which = min(found)
+    kept: list[str] = []
+    size = 0
+    for token in tokens:
+        if size + len(token) > cut:
+            if cut > size:
+                kept.append(token[: cut - size])
+            break
+        kept.append(token)
+        size += len(token)
+    return kept, which
+
+
+def logprob_of(rng: random.Random) -> float:
+    return -round(rng.random() * 3, 4)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:24]}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def _tool_arguments(tool: Tool, rng: random.Random) -> str:
+    """JSON arguments that fit the tool's parameter schema."""
+    properties = tool.parameters.get("properties", {})
+    args: dict[str, Any] = {}
+    for name, schema in properties.items():
+        kind = schema.get("type") if isinstance(schema, dict) else None
+        if isinstance(schema, dict) and schema.get("enum"):
+            args[name] = schema["enum"][0]
+        elif kind in ("number", "integer"):
+            args[name] = rng.randint(1, 100)
+        elif kind == "boolean":
+            args[name] = True
+        elif kind == "array":
+            args[name] = [rng.choice(VOCABULARY)]
+        else:
+            args[name] = rng.choice(VOCABULARY)
+    return json.dumps(args)
+
+
+def answer(script: Script, length: int) -> list[Answer]:
+    """Every choice of the answer to `script`, by index; `length` is an answer's natural length in tokens.
+    Choice `i` is drawn from the seed `script.seed * 1000 + i`."""
+    answers = []
+    for p, prompt in enumerate(script.prompts):
+        for j in range(script.n):
+            index = p * script.n + j
+            rng = random.Random(script.seed * 1000 + index)
+            if script.tools:
+                calls = [Call(new_id("call_"), t.name, _tool_arguments(t, rng)) for t in script.tools]
+                answers.append(Answer(index, [], "tool_calls", calls=calls, prompt=prompt, rng=rng))
+                continue
+            tokens, stop = apply_stop(tokens_for(script.seed * 1000 + index, length), script.stop)
+            finish = "stop"
+            if script.max_tokens is not None and len(tokens) > script.max_tokens:
+                tokens, finish, stop = tokens[: script.max_tokens], "length", None
+            answers.append(Answer(index, tokens, finish, stop, prompt=prompt, rng=rng))
+    return answers
+
+
+def groups(items: list[Any], size: int) -> list[list[Any]]:
+    """`items` in runs of `size` (the last may be shorter): the tokens each chunk carries."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+# What a stream sends
+
+
+@dataclass
+class Frame:
+    """One event of a planned stream: its data (a JSON object, or bytes as they are), its SSE type (None:
+    none is sent), and how many tokens it carries (the server waits for them before sending it)."""
+
+    data: Any
+    event: str | None = None
+    tokens: int = 0
+
+
+@dataclass
+class Plan:
+    """Every event of one answer, in order: `frames`, then `end`, the events that end the stream (a
+    `no_done` fault leaves them out). `id` names the answer in the server's trace."""
+
+    id: str
+    frames: list[Frame]
+    end: list[Frame]
+    output_tokens: int
