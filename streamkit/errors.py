@@ -147,7 +147,7 @@ _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
 
 def status_error_class(status_code: int) -> type[APIStatusError]:
     """The most specific `APIStatusError` subclass for an HTTP status."""
-    if status_code >= 500:
+    if 500 <= status_code < 600:
         return InternalServerError
     return _STATUS_CLASSES.get(status_code, APIStatusError)
 

@@ -2,48 +2,105 @@
 
 One `ClientSession` over a `TCPConnector` with no connection cap (aiohttp's default caps at 100), so one
 client can hold thousands of concurrent streams. `Request.idle` becomes aiohttp's `sock_read` limit, which
-covers the wait for the response head and every read of the body at no cost per read.
+covers the wait for the response head and every read of the body at no cost per read. `Request.connect` bounds
+opening a connection, and the wait for a free one where a session given by the caller caps its pool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Mapping
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 
-from streamkit.errors import ConnectError, ConnectTimeout, IdleTimeout, ReadError, StreamkitError
+from streamkit.errors import (
+    ConnectError,
+    ConnectTimeout,
+    IdleTimeout,
+    ProtocolError,
+    ReadError,
+    StreamkitError,
+)
 from streamkit.transports.base import DRAIN_BYTES, DRAIN_SECONDS, Request
 
 __all__ = ["AiohttpTransport"]
 
+_LARGE_BODY = 1 << 20  # aiohttp.payload.TOO_LARGE_BYTES_BODY
 
-def _mapped(exc: BaseException, reading: bool) -> StreamkitError | None:
-    """streamkit's exception for one of aiohttp's, or None for an exception that is not aiohttp's.
 
-    `reading`: the response head had arrived, so a broken connection is a `ReadError`.
-    """
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return ConnectTimeout(f"connecting timed out: {exc}")
-    if isinstance(exc, aiohttp.SocketTimeoutError):
-        return IdleTimeout(f"no data for the idle timeout: {exc}")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return ConnectError(f"could not connect: {exc}")
-    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
-        return ReadError(f"the connection broke: {exc}")
-    if isinstance(exc, aiohttp.ClientError | OSError):
-        what = "the connection broke" if reading else "the request failed"
-        return ReadError(f"{what}: {exc}") if reading else ConnectError(f"{what}: {exc}")
+# aiohttp's exceptions in the order to test them: subclasses first. Where the response head has arrived,
+# `read` turns a `ConnectError` from this table into a `ReadError`. A connection that opened and then broke
+# (reset, closed before answering, a status line or head that is not HTTP, which aiohttp reports as a
+# ClientResponseError) is a `ReadError` from the start, as it is on httpx: the client retries both alike
+# before a 2xx head, and only a `ConnectError` says that no connection could be had.
+_MAPPING: tuple[tuple[type[BaseException], type[StreamkitError], str], ...] = (
+    (aiohttp.ConnectionTimeoutError, ConnectTimeout, "connecting timed out"),
+    (aiohttp.ServerTimeoutError, IdleTimeout, "no data for the idle timeout"),
+    # A redirect loop: retrying would only loop again, so not a transport error but the server's.
+    (aiohttp.TooManyRedirects, ProtocolError, "the server redirected too many times"),
+    (aiohttp.InvalidUrlRedirectClientError, ReadError, "the server redirected to an invalid URL"),
+    (aiohttp.ClientConnectorError, ConnectError, "could not connect"),
+    (aiohttp.ServerFingerprintMismatch, ConnectError, "could not connect"),
+    # A base_url, or a redirect, that is not an http(s) URL.
+    (aiohttp.InvalidURL, ConnectError, "invalid URL"),
+    (aiohttp.NonHttpUrlClientError, ConnectError, "the request failed"),
+    (aiohttp.ClientError, ReadError, "the connection broke"),
+    # What aiohttp's pure-Python parser (AIOHTTP_NO_EXTENSIONS, PyPy) raises from a body it cannot parse.
+    (HttpProcessingError, ReadError, "the connection broke"),
+    (OSError, ReadError, "the connection broke"),
+)
+
+
+def _mapped(exc: BaseException) -> StreamkitError | None:
+    """streamkit's exception for one of aiohttp's, or None for an exception that is not aiohttp's."""
+    for foreign, ours, what in _MAPPING:
+        if isinstance(exc, foreign):
+            # A ClientResponseError's str() starts with the status aiohttp's parser gives a bad response
+            # (400), which the server never sent; its message alone says what happened.
+            detail = (
+                exc.message
+                if isinstance(exc, aiohttp.ClientResponseError | HttpProcessingError)
+                else str(exc)
+            )
+            return ours(f"{what}: {detail or type(exc).__name__}")
     return None
 
 
+def _retrieve(lost: asyncio.Future[None]) -> None:
+    """Mark the exception of a connection's `closed` future as seen, so asyncio never logs it as lost."""
+    if not lost.cancelled():
+        lost.exception()
+
+
 class AiohttpResponse:
-    __slots__ = ("_closed", "_content", "_response")
+    __slots__ = ("_closed", "_content", "_lost", "_response")
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
-        self._content = response.content
+        self._content = content = response.content
         self._closed = False
+        # aiohttp's C parser, on a body it cannot parse (a bad chunk size, say), closes the connection but
+        # leaves the body's stream neither ended nor failed, and stops the sock_read timer: a read would wait
+        # forever. So the connection's end is watched, and fails a body that it left unfinished.
+        self._lost: asyncio.Future[None] | None = None
+        connection = response.connection
+        protocol = None if connection is None else connection.protocol
+        if protocol is not None and not content.is_eof():
+            lost = protocol.closed
+            if lost is None:  # already lost
+                self._on_lost(None)
+            else:
+                lost.add_done_callback(self._on_lost)
+                self._lost = lost
+
+    def _on_lost(self, lost: asyncio.Future[None] | None) -> None:
+        if lost is not None:
+            _retrieve(lost)
+        content = self._content
+        if not content.is_eof() and content.exception() is None:
+            content.set_exception(aiohttp.ClientPayloadError("the connection closed before the body ended"))
 
     @property
     def status(self) -> int:
@@ -57,14 +114,22 @@ class AiohttpResponse:
         try:
             return await self._content.readany()
         except Exception as exc:
-            mapped = _mapped(exc, reading=True)
+            mapped = _mapped(exc)
             if mapped is None:
                 raise
+            if isinstance(mapped, ConnectError):  # the head has arrived: any failure now is a broken read
+                mapped = ReadError(str(mapped))
             raise mapped from exc
 
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
+            lost, self._lost = self._lost, None
+            if lost is not None:
+                lost.remove_done_callback(self._on_lost)
+                if not lost.done():  # the connection may go back to the pool and be lost there
+                    lost.remove_done_callback(_retrieve)
+                    lost.add_done_callback(_retrieve)
             if self._content.at_eof():
                 self._response.release()
             else:
@@ -78,13 +143,15 @@ class AiohttpResponse:
                 async with asyncio.timeout(DRAIN_SECONDS):
                     while drained <= DRAIN_BYTES and (data := await content.readany()):
                         drained += len(data)
-            except (TimeoutError, aiohttp.ClientError, OSError):
+            except (TimeoutError, aiohttp.ClientError, HttpProcessingError, OSError):
                 pass
         await self.aclose()
 
 
 class AiohttpTransport:
     """Sends requests with one pooled `aiohttp.ClientSession`, made on first use in the running loop."""
+
+    asyncio_only = True  # AsyncClient refuses to run it under trio, with a message that says what to do
 
     def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
         self._session = session
@@ -99,16 +166,28 @@ class AiohttpTransport:
         session = self._session
         if session is None:
             session = self._session = self._open_session()
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=request.connect, sock_read=request.idle)
+        # `connect` bounds the wait for a free connection of a capped pool too, as httpx's `pool` limit does.
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=request.connect, sock_connect=request.connect, sock_read=request.idle
+        )
+        content = request.content
+        # aiohttp warns (a ResourceWarning) about a body of over 1 MiB given as bytes, and writes a BytesIO in
+        # pieces: long prompts, and images in them, make such bodies.
+        data = content if len(content) <= _LARGE_BODY else io.BytesIO(content)
         try:
             response = await session.request(
-                request.method, request.url, data=request.content, headers=request.headers, timeout=timeout
+                request.method, request.url, data=data, headers=request.headers, timeout=timeout
             )
         except Exception as exc:
-            mapped = _mapped(exc, reading=False)
+            mapped = _mapped(exc)
             if mapped is None:
                 raise
             raise mapped from exc
+        if response.status == 101:
+            # Switching protocols, which the request never asked for (RFC 9110 §15.2.2): what follows is not
+            # HTTP. h11 refuses it as a protocol error, so httpx raises the same `ReadError`.
+            response.close()
+            raise ReadError("the connection broke: the server switched protocols unasked (101)")
         return AiohttpResponse(response)
 
     async def aclose(self) -> None:

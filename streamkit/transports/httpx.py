@@ -12,18 +12,30 @@ are not only ASCII digits (`+5`), and decodes with the response's charset rather
 from __future__ import annotations
 
 import contextlib
+import functools
+import ssl
 from collections.abc import AsyncIterator, Mapping
 
 import anyio
 import httpx
 from httpx_sse import aconnect_sse
 
-from streamkit.errors import ConnectError, ConnectTimeout, IdleTimeout, ReadError, StreamkitError
+from streamkit.errors import (
+    ConnectError,
+    ConnectTimeout,
+    IdleTimeout,
+    ProtocolError,
+    ReadError,
+    StreamkitError,
+)
 from streamkit.transports.base import DRAIN_BYTES, DRAIN_SECONDS, Request
 
 __all__ = ["HttpxTransport"]
 
-# httpx's exceptions in the order to test them: subclasses first.
+# httpx's exceptions in the order to test them: subclasses first. Where the response head has arrived, `read`
+# turns a `ConnectError` from this table into a `ReadError`. A connection that opened and then broke, however
+# (reset, closed early, bytes that are not HTTP), is a `ReadError` from the start: the client retries both
+# alike before a 2xx head, and only a `ConnectError` says that no connection could be had.
 _MAPPING: tuple[tuple[type[Exception], type[StreamkitError], str], ...] = (
     (httpx.ConnectTimeout, ConnectTimeout, "connecting timed out"),
     (httpx.PoolTimeout, ConnectTimeout, "no connection was free in time"),
@@ -32,7 +44,15 @@ _MAPPING: tuple[tuple[type[Exception], type[StreamkitError], str], ...] = (
     (httpx.ConnectError, ConnectError, "could not connect"),
     (httpx.RemoteProtocolError, ReadError, "the connection broke"),
     (httpx.ReadError, ReadError, "the connection broke"),
+    (httpx.WriteError, ReadError, "the connection broke while the request was sent"),
+    # A body whose Content-Encoding lies (a gzip header on bytes that are not gzip): broken as a body
+    # with a bad chunk size is, and so a `ReadError`, as aiohttp's ClientPayloadError is.
+    (httpx.DecodingError, ReadError, "the body could not be decoded"),
+    # A redirect loop: retrying would only loop again, so not a transport error but the server's.
+    (httpx.TooManyRedirects, ProtocolError, "the server redirected too many times"),
+    # UnsupportedProtocol (a base_url or a redirect to ftp://, say), LocalProtocolError, ProxyError.
     (httpx.TransportError, ConnectError, "the request failed"),
+    (httpx.InvalidURL, ConnectError, "invalid URL"),  # not an httpx.HTTPError
 )
 
 
@@ -45,12 +65,19 @@ def _mapped(exc: Exception) -> StreamkitError | None:
 
 
 class HttpxResponse:
-    __slots__ = ("_body", "_closed", "_exit", "_response")
+    __slots__ = ("_closed", "_decoder", "_ended", "_exit", "_raw", "_response")
 
     def __init__(self, response: httpx.Response, exit: contextlib.AsyncExitStack) -> None:
         self._response = response
         self._exit = exit
-        self._body: AsyncIterator[bytes] = response.aiter_bytes()  # undoes any Content-Encoding
+        # The body as `aiter_bytes` gives it: raw bytes, then httpx's own decoder for any Content-Encoding.
+        # Done here rather than by `aiter_bytes`, so that a body that fails to decode (a lying gzip header)
+        # leaves the chain of generators under `aiter_raw` in our hands, for `aclose` to finish: trio warns
+        # about any the garbage collector finds suspended.
+        self._raw: AsyncIterator[bytes] = response.aiter_raw()
+        encoded = "content-encoding" in response.headers
+        self._decoder = response._get_content_decoder() if encoded else None
+        self._ended = False
         self._closed = False
 
     @property
@@ -63,7 +90,18 @@ class HttpxResponse:
 
     async def read(self) -> bytes:
         try:
-            return await self._body.__anext__()
+            decoder = self._decoder
+            if decoder is None:
+                return await self._raw.__anext__()
+            while not self._ended:
+                try:
+                    data = decoder.decode(await self._raw.__anext__())
+                except StopAsyncIteration:
+                    self._ended = True
+                    return decoder.flush()
+                if data:
+                    return data
+            return b""
         except StopAsyncIteration:
             return b""
         except Exception as exc:
@@ -84,14 +122,23 @@ class HttpxResponse:
                 # connection, they end at once, and none is left behind.
                 with anyio.move_on_after(DRAIN_SECONDS), contextlib.suppress(Exception):
                     while True:
-                        await self._body.__anext__()
+                        await self._raw.__anext__()
 
     async def release(self) -> None:
         drained = 0
-        with anyio.move_on_after(DRAIN_SECONDS), contextlib.suppress(httpx.HTTPError):
+        # `read` has already turned httpx's exceptions into streamkit's: a connection reset just after
+        # `[DONE]` must cost the connection, never the finished stream.
+        with anyio.move_on_after(DRAIN_SECONDS), contextlib.suppress(StreamkitError):
             while drained <= DRAIN_BYTES and (data := await self.read()):
                 drained += len(data)
         await self.aclose()
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """httpx's default TLS context, made once per process: loading its CA bundle takes tens of milliseconds,
+    which every client would pay again, and a context serves any number of clients."""
+    return httpx.create_ssl_context()
 
 
 class HttpxTransport:
@@ -103,6 +150,7 @@ class HttpxTransport:
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=1000),
             timeout=None,
             follow_redirects=True,
+            verify=_tls_context(),
         )
 
     async def send(self, request: Request) -> HttpxResponse:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 import streamkit
 from streamkit.server import ServerThread
+from tests.hostile import HostileServer
 
 CASES = [("asyncio", "aiohttp"), ("asyncio", "httpx"), ("trio", "httpx")]
 HI = [{"role": "user", "content": "hi"}]
@@ -64,3 +65,11 @@ def fault(spec: str) -> dict[str, str]:
 
 def timing(spec: str) -> dict[str, str]:
     return {"x-streamkit-timing": spec}
+
+
+@pytest.fixture(scope="session")
+def hostile_server() -> Iterator[HostileServer]:
+    """A raw TCP server that answers each request with a script of bytes, pauses, closes and resets
+    (`tests/hostile.py`), for the whole session."""
+    with HostileServer() as server:
+        yield server
