@@ -324,7 +324,7 @@ class AsyncClient:
                         metrics = StreamMetrics(sent, perf_counter(), call_started, attempt + 1)
                         return response, metrics, sent_loop
                     error = await self._status_error(response)
-                    if response.status not in RETRY_STATUSES and response.status < 500:
+                    if response.status not in RETRY_STATUSES and not 500 <= response.status < 600:
                         raise error
                     if attempt >= self.max_retries:
                         raise error
@@ -342,7 +342,7 @@ class AsyncClient:
         text = self._redact(raw.decode("utf-8", "replace"))
         try:
             body: object = msgspec.json.decode(text)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             body = text
         message, type, code, param = api_error_fields(body) if isinstance(body, dict) else (None,) * 4
         status = response.status
@@ -355,6 +355,17 @@ class AsyncClient:
             type=type,
             param=param,
         )
+
+    async def stream(
+        self, api: str | Api[Any, Any], body: Mapping[str, object], **options: Unpack[_RequestOptions]
+    ) -> Stream[Any, Any]:
+        """Stream a request of any API from its JSON body as it is (`model`, `messages` or `input`, and the
+        rest): for tools that send bodies built elsewhere, such as the bench. `api` is a name of
+        `streamkit.protocols.APIS` (`chat`, `completions`, `responses`, `messages`) or an `Api`. `stream` is
+        set to true. Raises as the typed `create` methods do, and KeyError for an unknown API name."""
+        name = api if isinstance(api, str) else api.name
+        stream_types = {t.api.name: t for t in Stream.__subclasses__()}  # one per API, in streamkit.streams
+        return await self._stream(stream_types[name], {**body, "stream": True}, options)
 
     async def _whole(
         self, api: Api[Any, _FinalT], body: dict[str, object], options: _RequestOptions
@@ -464,6 +475,12 @@ def _split(params: Mapping[str, object]) -> tuple[dict[str, object], _RequestOpt
     body = {k: v for k, v in params.items() if k not in _OPTION_NAMES}
     options = cast(_RequestOptions, {k: v for k, v in params.items() if k in _OPTION_NAMES})
     return body, options
+
+
+_STREAM_TYPES: dict[str, type[Stream[Any, Any]]] = {
+    stream_type.api.name: stream_type
+    for stream_type in (ChatCompletionStream, CompletionStream, ResponseStream)
+}
 
 
 class ChatCompletions:

@@ -15,6 +15,11 @@ The decoder finds line ends in the bytes and decodes the complete lines of each 
 because the bytes it splits on, CR and LF, are ASCII and so never occur inside a multi-byte UTF-8 sequence:
 decoding a piece that ends at one of them gives the same characters (and the same U+FFFD replacements) as
 decoding the whole stream at once.
+
+A client's hot path takes `feed_raw` instead: it splits the bytes into events at their blank lines and hands
+over each plain event's type and data as bytes, never decoding what a JSON parser will read anyway. Anything
+but plain events (an `id:` or `retry:` line, a comment, CR line ends, a field without its space) goes through
+the rules above, so the events are the same.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ class SSEDecoder:
         "_line",
         "_line_size",
         "_started",
+        "_tail",
         "last_event_id",
         "max_event_size",
         "retry",
@@ -82,13 +88,16 @@ class SSEDecoder:
         self._id = ""  # the last event ID buffer
         self._between_events = True  # the last line was blank: no buffer pending, last_event_id == _id
         self._clean = False  # between events, and no bytes held back (line, CR or BOM): the fastest path
+        self._tail = b""  # what `feed_raw` holds of an event whose blank line has not come yet
 
     def feed(self, data: bytes) -> list[ServerSentEvent]:
         """Take the next bytes of the stream; return the events they complete, in order.
 
         Raises `SSEProtocolError` when a line or an event's data grows past `max_event_size`.
         """
-        if (
+        if self._tail:
+            data, self._tail = self._tail + data, b""
+        elif (
             self._clean
             and data[:6] == b"data: "
             and data.find(b"\n") == len(data) - 2
@@ -104,28 +113,48 @@ class SSEDecoder:
         self._clean = self._between_events and self._started and not self._after_cr and not self._line
         return events
 
-    def feed_data(self, data: bytes) -> list[bytes] | None:
-        """The data of the events `data` completes, as UTF-8 bytes not yet decoded, if it holds nothing but
-        whole events of one `data: ` line each (the shape of nearly every read of an LLM stream); else None,
-        having taken nothing: call `feed`.
+    def feed_raw(self, data: bytes) -> list[tuple[str, bytes]]:
+        """Take the next bytes of the stream; return the events they complete as (type, data) pairs, the
+        data as UTF-8 bytes not yet decoded (its text is `.decode("utf-8", "replace")`).
 
-        Such events are of the type `message` and leave `last_event_id` and `retry` as they were, so their
-        data is all that `feed` would tell. A client's hot path saves the event objects, and a JSON parser
-        that takes bytes saves decoding them twice. The text of the data is `.decode("utf-8", "replace")`.
+        The same events as `feed`, for any chunking, without their IDs; `last_event_id` and `retry` are kept
+        as `feed` keeps them, and the two may be mixed on one decoder. A read cut anywhere costs no decoding:
+        what follows the last blank line is held as bytes until its own blank line arrives. Raises
+        `SSEProtocolError` as `feed` does.
         """
-        if (
-            not self._clean
-            or data[-2:] != b"\n\n"
-            or len(data) > self.max_event_size
-            or data.find(b"\r") >= 0
-        ):
-            return None
-        lines = data.split(b"\n")
-        lines.pop()  # the empty piece after the last LF
-        if any(lines[1::2]):
-            return None
-        datas = [line[6:] for line in lines[::2] if line[:6] == b"data: "]
-        return datas if 2 * len(datas) == len(lines) else None
+        if not self._clean or data.find(b"\r") >= 0:
+            return [(e.event, e.data.encode()) for e in self.feed(data)]
+        if self._tail:
+            data = self._tail + data
+        end = data.rfind(b"\n\n") + 2
+        limit = self.max_event_size
+        if end < 2:
+            self._tail = data
+            if len(data) > limit:  # too long, or many short lines: the line rules decide
+                return [(e.event, e.data.encode()) for e in self.feed(b"")]
+            return []
+        self._tail = data[end:]
+        events: list[tuple[str, bytes]] = []
+        for block in data[: end - 2].split(b"\n\n"):
+            line = block.find(b"\n")
+            if len(block) > limit:
+                events += [(e.event, e.data.encode()) for e in self._feed(block + b"\n\n")]
+            elif line < 0 and block[:6] == b"data: ":
+                events.append(("message", block[6:]))
+            elif (
+                block[:7] == b"event: "
+                and block[line + 1 : line + 7] == b"data: "
+                and block.find(b"\n", line + 1) < 0
+            ):
+                events.append((block[7:line].decode("utf-8", "replace") or "message", block[line + 7 :]))
+            elif block:
+                # Anything else at an event boundary, a comment or an `id:` line say: the line rules.
+                lines = block.decode("utf-8", "replace").split("\n")
+                lines.append("")
+                events += [(e.event, e.data.encode()) for e in self._process(lines)]
+        if len(self._tail) > limit:
+            events += [(e.event, e.data.encode()) for e in self.feed(b"")]
+        return events
 
     def _feed(self, data: bytes) -> list[ServerSentEvent]:
         if not data:
@@ -198,6 +227,7 @@ class SSEDecoder:
         self._data_size = 0
         self._event = ""
         self._head = b""
+        self._tail = b""
         self._between_events = True
         self._clean = self._started
         return []

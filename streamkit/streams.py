@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from time import perf_counter
 from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
@@ -66,6 +66,7 @@ class StreamMetrics:
         "call_started",
         "completion_tokens",
         "headers_received",
+        "prompt_tokens",
         "reads",
         "request_sent",
         "token_arrivals",
@@ -85,7 +86,8 @@ class StreamMetrics:
         self.arrivals: list[float] = []  # one per item
         self.token_arrivals: list[float] = []  # one per token-carrying item
         self.reads = 0  # reads of the body that brought bytes
-        self.completion_tokens: int | None = None  # from usage, once the stream has ended
+        self.completion_tokens: int | None = None  # output tokens from usage, once the stream has ended
+        self.prompt_tokens: int | None = None  # input tokens from usage, likewise
 
     @property
     def chunks(self) -> int:
@@ -265,6 +267,7 @@ class Stream(Generic[ItemT, FinalT]):
     def _stop(self) -> None:
         self._reading = False
         self.metrics.completion_tokens = self._accumulator.output_tokens
+        self.metrics.prompt_tokens = self._accumulator.input_tokens
 
     async def _read_more(self) -> None:
         """Read once and decode what arrived; at the end of the stream or of the body, finish or fail."""
@@ -321,13 +324,7 @@ class Stream(Generic[ItemT, FinalT]):
         add = self._accumulator.add
         keep = self._pending.append
         arrived = metrics.arrivals.append
-        datas = self._decoder.feed_data(data)
-        events: Iterable[tuple[bytes, str]]
-        if datas is not None:
-            events = zip(datas, itertools.repeat("message"))
-        else:
-            events = [(event.data.encode(), event.event) for event in self._decoder.feed(data)]
-        for raw, event in events:
+        for event, raw in self._decoder.feed_raw(data):
             if raw[:6] == b"[DONE]":
                 if api.done_completes or self._accumulator.is_finished():
                     return True

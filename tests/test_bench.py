@@ -38,6 +38,7 @@ from streamkit.bench import (
 )
 from streamkit.bench.report import merge_results, result_json, table
 from streamkit.bench.runner import RunResult, send_one
+from streamkit.protocols import CHAT, COMPLETIONS
 from streamkit.server import ServerProcess
 from streamkit.transports.mock import MockResponse, MockTransport
 
@@ -209,7 +210,7 @@ def test_poisson_and_gamma_arrivals_have_the_asked_rate() -> None:
 
 
 def test_requests_are_made_as_they_are_read(tmp_path: Path) -> None:
-    endless = generated_requests(None, 8, 16, chat=True, seed=1, extra_body={"ignore_eos": True})
+    endless = generated_requests(None, 8, 16, api=CHAT, seed=1, extra_body={"ignore_eos": True})
     assert len(endless) == sys.maxsize  # what a --duration run gets: nothing is made up front
     far = endless[10**15]
     assert far.body["max_tokens"] == 16 and far.body["ignore_eos"] is True
@@ -219,10 +220,10 @@ def test_requests_are_made_as_they_are_read(tmp_path: Path) -> None:
     assert pickle.loads(pickle.dumps(endless[1::2]))[0] == endless[1]  # and travels to a spawned worker
     file = tmp_path / "requests.jsonl"
     file.write_text('{"prompt": "a", "model": "x"}\n\n{"prompt": "b c", "stream": false}\n')
-    cycled = load_requests(file, 5, chat=False, extra_body={"seed": 1})
+    cycled = load_requests(file, 5, api=COMPLETIONS, extra_body={"seed": 1})
     assert [r.body for r in cycled[:2]] == [{"prompt": "a", "seed": 1}, {"prompt": "b c", "seed": 1}]
     assert [r.body["prompt"] for r in cycled] == ["a", "b c", "a", "b c", "a"]
-    assert len(load_requests(file, None, chat=False, extra_body={})) == sys.maxsize
+    assert len(load_requests(file, None, api=COMPLETIONS, extra_body={})) == sys.maxsize
 
 
 @pytest.fixture(scope="module")

@@ -364,36 +364,48 @@ def test_arbitrary_bytes_parse_or_raise_protocol_error(case: tuple[bytes, list[b
         pass
 
 
-@settings(max_examples=300)
-@given(chunked())
-def test_feed_data_tells_what_feed_would(case: tuple[bytes, list[bytes]]) -> None:
-    # A client that takes `feed_data` where it can and `feed` elsewhere sees the same data, and the decoder
-    # ends in the same state, as with `feed` alone.
+@settings(max_examples=1000, deadline=None)
+@given(chunked(), st.lists(st.booleans(), min_size=1), st.integers(1, 80))
+def test_feed_raw_tells_what_feed_would(case: tuple[bytes, list[bytes]], raw: list[bool], bound: int) -> None:
+    # A client that takes `feed_raw` (here mixed with `feed`, read by read) sees the same types and data,
+    # raises the same errors at the same reads, and keeps the decoder in the same state as `feed` alone.
     _, pieces = case
-    plain, mixed = SSEDecoder(), SSEDecoder()
-    for piece in pieces:
-        events = plain.feed(piece)
-        datas = mixed.feed_data(piece)
-        if datas is None:
-            assert mixed.feed(piece) == events
-        else:
-            assert all(e.event == "message" for e in events)
-            assert [d.decode("utf-8", "replace") for d in datas] == [e.data for e in events]
+    plain, mixed = SSEDecoder(max_event_size=bound), SSEDecoder(max_event_size=bound)
+    for i, piece in enumerate(pieces):
+        try:
+            expected: list[tuple[str, str]] | type[SSEProtocolError] = [
+                (e.event, e.data) for e in plain.feed(piece)
+            ]
+        except SSEProtocolError:
+            expected = SSEProtocolError
+        try:
+            if raw[i % len(raw)]:
+                got: list[tuple[str, str]] | type[SSEProtocolError] = [
+                    (t, d.decode("utf-8", "replace")) for t, d in mixed.feed_raw(piece)
+                ]
+            else:
+                got = [(e.event, e.data) for e in mixed.feed(piece)]
+        except SSEProtocolError:
+            got = SSEProtocolError
+        assert got == expected
+        if expected is SSEProtocolError:
+            return  # a decoder is not used after its error
         assert (mixed.last_event_id, mixed.retry) == (plain.last_event_id, plain.retry)
+    assert mixed.close() == plain.close() == []
 
 
-def test_feed_data_takes_only_plain_data_events() -> None:
+def test_feed_raw_takes_plain_events_as_bytes() -> None:
     decoder = SSEDecoder()
-    assert decoder.feed_data(b"data: a\n\n") is None  # before the first read: a BOM may still come
-    assert decoder.feed(b"data: a\n\n")[0].data == "a"
-    assert decoder.feed_data(b"data: b\n\ndata: \xc3\xa9\xff\n\n") == [b"b", b"\xc3\xa9\xff"]
-    for other in (
-        b"event: x\ndata: c\n\n",
-        b"data:c\n\n",
-        b"data: c\r\n\r\n",
-        b": hi\n\n",
-        b"data: c\n",
-        b"id: 1\n\n",
-    ):
-        assert decoder.feed_data(other) is None
-    assert decoder.feed(b"data: d\n\n")[0].data == "d"  # nothing was taken
+    assert decoder.feed_raw(b"data: a\n\n") == [("message", b"a")]  # the first read takes the BOM rules
+    assert decoder.feed_raw(b"data: b\n\nevent: t\ndata: \xc3\xa9\xff\n\nda") == [
+        ("message", b"b"),
+        ("t", b"\xc3\xa9\xff"),
+    ]
+    assert decoder.feed_raw(b"ta: c\n") == []  # held as bytes
+    assert decoder.feed_raw(b"\nid: 7\ndata: d\n\n: hi\n\nevent:\ndata:e\n\n") == [
+        ("message", b"c"),
+        ("message", b"d"),
+        ("message", b"e"),
+    ]
+    assert decoder.last_event_id == "7"
+    assert decoder.feed_raw(b"data: f\r\n\r\n") == [("message", b"f")]

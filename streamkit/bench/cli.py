@@ -20,6 +20,7 @@ from streamkit.bench.metrics import RequestRecord, Slo
 from streamkit.bench.report import load_result, merge_results, plot, result_json, save_requests, table
 from streamkit.bench.runner import LoadConfig, RunResult, calibrate, run_load, run_workers
 from streamkit.bench.workload import Requests, generated_requests, load_requests
+from streamkit.protocols import APIS
 
 __all__ = ["add_parser", "run"]
 
@@ -36,7 +37,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     target.add_argument("--api-key", help="API key (default: OPENAI_API_KEY)")
     target.add_argument("--model", help="model name (default: the endpoint's first model in /v1/models)")
-    target.add_argument("--completions", action="store_true", help="use the legacy /v1/completions")
+    target.add_argument(
+        "--api",
+        choices=list(APIS),
+        default="chat",
+        help="the API to measure: chat (default), completions (legacy), responses, messages (Anthropic)",
+    )
     target.add_argument("--transport", choices=["aiohttp", "httpx"], default="aiohttp")
     load = p.add_argument_group("load")
     load.add_argument(
@@ -107,18 +113,18 @@ def _run(args: argparse.Namespace, slo: Slo | None, extra: dict[str, Any]) -> in
                 file=sys.stderr,
             )
         model = args.model or _first_model(base_url, api_key)
-        chat = not args.completions
+        api = APIS[args.api]
         count = args.num_requests if args.duration is None else None  # made as they are sent
         if args.requests_file:
-            requests = load_requests(args.requests_file, count, chat=chat, extra_body=extra)
+            requests = load_requests(args.requests_file, count, api=api, extra_body=extra)
         else:
             requests = generated_requests(
-                count, args.input_len, args.output_len, chat=chat, seed=args.seed, extra_body=extra
+                count, args.input_len, args.output_len, api=api, seed=args.seed, extra_body=extra
             )
         if args.rate is None and args.concurrency is None:
             args.concurrency = 1
         config = LoadConfig(
-            base_url=base_url, model=model, api_key=api_key, chat=chat, concurrency=args.concurrency,
+            base_url=base_url, model=model, api_key=api_key, api=args.api, concurrency=args.concurrency,
             rate=args.rate, burstiness=args.burstiness, duration=args.duration, warmup=args.warmup,
             seed=args.seed, timeout=args.timeout, transport=args.transport,
         )  # fmt: skip
@@ -130,7 +136,7 @@ def _run(args: argparse.Namespace, slo: Slo | None, extra: dict[str, Any]) -> in
     settings = {
         "model": model,
         "base_url": base_url,
-        "endpoint_type": "chat" if chat else "completions",
+        "endpoint_type": args.api,
         "num_prompts": len(result.records),
         "request_rate": "inf" if args.rate is None else args.rate,
         "burstiness": args.burstiness,

@@ -20,9 +20,10 @@ from typing import Any
 import streamkit
 from streamkit.bench.metrics import RequestRecord, describe, span
 from streamkit.bench.workload import BenchRequest, arrival_times
-from streamkit.protocols.chat import ChatCompletionChunk
-from streamkit.protocols.completions import CompletionChunk
-from streamkit.streams import ChatCompletionStream, CompletionStream
+from streamkit.protocols import APIS
+from streamkit.protocols.chat import ChatCompletion
+from streamkit.protocols.completions import Completion
+from streamkit.streams import Stream
 
 __all__ = ["LoadConfig", "RunResult", "calibrate", "run_load", "run_workers"]
 
@@ -36,7 +37,8 @@ class LoadConfig:
     base_url: str
     model: str
     api_key: str | None = None
-    chat: bool = True
+    api: str = "chat"
+    """The API to measure: `chat`, `completions`, `responses` or `messages` (`streamkit.protocols.APIS`)."""
     concurrency: int | None = None
     """Closed loop with this many slots when `rate` is None; with a rate, a cap on requests in flight."""
     rate: float | None = None
@@ -68,61 +70,56 @@ class RunResult:
         return describe(self.lag)
 
 
-def _text_len(chunk: ChatCompletionChunk | CompletionChunk) -> int:
-    if isinstance(chunk, CompletionChunk):
-        return sum(len(c.text or "") for c in chunk.choices)
-    size = 0
-    for choice in chunk.choices:
-        delta = choice.delta
-        for text in (delta.content, delta.reasoning_content, delta.reasoning, delta.refusal):
-            size += len(text or "")
-        for call in delta.tool_calls or []:
-            if call.function is not None:
-                size += len(call.function.arguments or "") + len(call.function.name or "")
-    return size
+class _Tally:
+    """What the bench keeps of each token-carrying item as it is read: its token count where the item says
+    (logprobs), and a text-length estimate."""
+
+    __slots__ = ("counts", "estimate")
+
+    def __init__(self) -> None:
+        self.counts: list[int | None] = []
+        self.estimate = 0
 
 
 def record_stream(
     record: RequestRecord,
-    stream: ChatCompletionStream | CompletionStream,
-    chunks: Sequence[ChatCompletionChunk | CompletionChunk],
+    stream: Stream[Any, Any],
+    tally: _Tally,
     origin: float,
     max_tokens: int | None = None,
 ) -> None:
-    """Fill `record` from a finished stream's chunks and its metrics (arrival per chunk, stamped per read).
+    """Fill `record` from a stream that ended (its metrics stamp each token-carrying item at its read) and
+    the tally of its token items.
 
     Without usage, N is counted: exactly from logprobs; else, for a single choice that finished for `length`,
     as the request's `max_tokens` (the limit it reached); else estimated from the text, 4 characters a token.
     Either way the record says that N is the client's (`tokens_estimated`)."""
     metrics = stream.metrics
     record.t0 = metrics.request_sent - origin
-    counts: list[int | None] = []
-    estimate = 0
-    finishes = {c.index: c.finish_reason for chunk in chunks for c in chunk.choices if c.finish_reason}
-    if record.error is None and chunks and not stream.is_finished():
+    record.token_times = [t - metrics.request_sent for t in metrics.token_arrivals]
+    record.output_tokens = metrics.completion_tokens
+    record.prompt_tokens = metrics.prompt_tokens
+    final = stream.snapshot
+    if record.error is None and metrics.chunks and not stream.is_finished():
         record.error = "Unfinished"  # a server that ends a stream with [DONE] when it gives up on a request
-        record.error_message = "the stream ended before every choice had a finish_reason"
-    for chunk, arrived in zip(chunks, metrics.arrivals, strict=False):
-        if stream.carries_token(chunk):  # type: ignore[arg-type]
-            record.token_times.append(arrived - metrics.request_sent)
-            counts.append(stream.api.token_count(chunk))  # type: ignore[arg-type]
-            estimate += max(1, round(_text_len(chunk) / 4))
-        if chunk.usage is not None:
-            record.output_tokens = chunk.usage.completion_tokens
-            record.prompt_tokens = chunk.usage.prompt_tokens
+        record.error_message = "the stream ended before the answer was whole"
+    counts = tally.counts
     known = [c for c in counts if c is not None]
     if len(known) == len(counts):
         record.token_counts = known
         record.counted_tokens = sum(known)
     else:
-        limit = max_tokens if list(finishes.items()) == [(0, "length")] else None
-        record.counted_tokens = estimate if limit is None else limit
+        cut = isinstance(final, ChatCompletion | Completion) and [c.finish_reason for c in final.choices] == [
+            "length"
+        ]
+        limit = max_tokens if cut else None
+        record.counted_tokens = tally.estimate if limit is None else limit
         n = record.output_tokens if record.output_tokens is not None else limit
         if n == len(counts):
             record.token_counts = [1] * len(counts)
-    record.chunks = len(chunks)
+    record.chunks = metrics.chunks
     record.reads = metrics.reads
-    record.response_id = next((c.id for c in chunks if c.id), None)
+    record.response_id = getattr(final, "id", None)
 
 
 async def send_one(
@@ -130,29 +127,24 @@ async def send_one(
 ) -> RequestRecord:
     """Send one streamed request and record it; errors are recorded, not raised."""
     record = RequestRecord(t_sched=t_sched, t0=perf_counter() - origin, input_len=request.input_len)
-    body: dict[str, Any] = dict(request.body)
-    options = body.pop("stream_options", None) or {}
-    kwargs: dict[str, Any] = {"model": config.model, "stream": True}
-    kwargs["stream_options"] = {**options, "include_usage": True}
-    kwargs["messages" if config.chat else "prompt"] = body.pop("messages" if config.chat else "prompt")
-    kwargs["extra_body"] = body
-    stream: ChatCompletionStream | CompletionStream | None = None
-    chunks: list[Any] = []
+    api = APIS[config.api]
+    body = api.ask_usage({"model": config.model, **request.body})
+    stream: Stream[Any, Any] | None = None
+    tally = _Tally()
     try:
-        if config.chat:
-            stream = await client.chat.completions.create(**kwargs)
-        else:
-            stream = await client.completions.create(**kwargs)
+        stream = await client.stream(api, body)
+        carries_token, token_count, text = stream.carries_token, api.token_count, api.text
         async with stream:
-            # A loop, not a comprehension: the chunks that came before an error must survive it.
-            async for chunk in stream:
-                chunks.append(chunk)  # noqa: PERF401
+            async for item in stream:
+                if carries_token(item):
+                    tally.counts.append(token_count(item))
+                    tally.estimate += max(1, round(len(text(item) or "") / 4))
     except streamkit.StreamkitError as exc:
         record.error = type(exc).__name__
         record.error_message = str(exc)[:200]
     if stream is not None:
         limit = request.body.get("max_tokens", request.body.get("max_completion_tokens"))
-        record_stream(record, stream, chunks, origin, limit if isinstance(limit, int) else None)
+        record_stream(record, stream, tally, origin, limit if isinstance(limit, int) else None)
     return record
 
 

@@ -1,9 +1,10 @@
 """What a run sends, and when (no I/O but reading a JSONL file).
 
 Requests come from a built-in generator (`--input-len` words of prompt, `--output-len` tokens asked for) or
-from a JSONL file, one request body per line: `{"messages": [...]}` or `{"prompt": "..."}`, plus any
-parameter. Send times come from a closed loop (each of `--concurrency` slots sends again as soon as its
-request ends) or an open loop (`--rate` requests/s, a Poisson process, or gamma-distributed gaps with
+from a JSONL file, one request body per line in the API's shape: `{"messages": [...]}` (chat, Messages),
+`{"prompt": "..."}` (legacy completions) or `{"input": ...}` (Responses), plus any parameter. Send times
+come from a closed loop (each of `--concurrency` slots sends again as soon as its request ends) or an open
+loop (`--rate` requests/s, a Poisson process, or gamma-distributed gaps with
 `--burstiness`: below 1 burstier, above 1 more even).
 """
 
@@ -17,6 +18,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
+
+from streamkit.protocols.base import Api
 
 __all__ = ["BenchRequest", "Requests", "arrival_times", "generated_requests", "load_requests"]
 
@@ -63,18 +66,16 @@ class Requests(Sequence[BenchRequest]):
 class _Generated:
     input_len: int
     output_len: int
-    chat: bool
+    api: Api[Any, Any]
     seed: int
     extra_body: Mapping[str, Any]
 
     def __call__(self, i: int) -> BenchRequest:
         rng = random.Random(f"{self.seed}:{i}")
         text = " ".join(rng.choice(_WORDS) for _ in range(max(self.input_len, 1)))
-        body: dict[str, Any] = {"prompt": text}
-        if self.chat:
-            body = {"messages": [{"role": "user", "content": text}]}
-        body["max_tokens"] = self.output_len
-        body.update(self.extra_body)
+        user = [{"role": "user", "content": text}]
+        body = self.api.turn("", user, max_tokens=self.output_len, params=dict(self.extra_body))
+        del body["model"]  # the run's, added when the request is sent
         return BenchRequest(body, self.input_len)
 
 
@@ -95,20 +96,22 @@ def generated_requests(
     input_len: int,
     output_len: int,
     *,
-    chat: bool,
+    api: Api[Any, Any],
     seed: int,
     extra_body: Mapping[str, Any],
 ) -> Requests:
     """`count` requests (None: as many as a run asks for) of `input_len` words each, asking for `output_len`
-    tokens. Each prompt is random words, drawn from `seed` and its own index."""
-    return Requests(_Generated(input_len, output_len, chat, seed, extra_body), _indices(count))
+    tokens, in the shape of `api`. Each prompt is random words, drawn from `seed` and its own index."""
+    return Requests(_Generated(input_len, output_len, api, seed, extra_body), _indices(count))
 
 
-def load_requests(path: Path, count: int | None, *, chat: bool, extra_body: Mapping[str, Any]) -> Requests:
+def load_requests(
+    path: Path, count: int | None, *, api: Api[Any, Any], extra_body: Mapping[str, Any]
+) -> Requests:
     """`count` requests (None: as many as a run asks for) from a JSONL file, cycling through it if it is
-    shorter. Raises ValueError on a line that is not a JSON object with `messages` (chat) or `prompt`
-    (completions)."""
-    need = "messages" if chat else "prompt"
+    shorter. Raises ValueError on a line that is not a JSON object with the API's prompt field (`messages`,
+    `prompt` or `input`)."""
+    need = api.prompt_field
     requests = []
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):

@@ -141,7 +141,8 @@ class Model(msgspec.Struct, kw_only=True, gc=False):
             cls._decoder = decoder
         try:
             result: Self = decoder.decode(data)
-        except (msgspec.DecodeError, UnicodeEncodeError) as exc:  # the latter: a str with lone surrogates
+        # UnicodeEncodeError: a str with lone surrogates. RecursionError: JSON nested past msgspec's depth.
+        except (msgspec.DecodeError, UnicodeEncodeError, RecursionError) as exc:
             raw = data if isinstance(data, str) else data.decode("utf-8", "replace")
             raise ChunkDecodeError(f"invalid {cls.__name__}: {exc}", raw=raw) from exc
         return result
@@ -205,6 +206,11 @@ class Accumulator(Protocol[ItemT_contra, FinalT_co]):
         """The output tokens the server's usage reported, if it did."""
         ...
 
+    @property
+    def input_tokens(self) -> int | None:
+        """The input (prompt) tokens the server's usage reported, if it did."""
+        ...
+
 
 class Api(abc.ABC, Generic[ItemT, FinalT]):
     """One API's rules, as the stream, client, server and bench use them. One instance per API.
@@ -225,6 +231,8 @@ class Api(abc.ABC, Generic[ItemT, FinalT]):
     provider: ClassVar[Literal["openai", "anthropic"]] = "openai"
     done_completes: ClassVar[bool] = False
     final_type: ClassVar[type[Any]]
+    prompt_field: ClassVar[str] = "messages"
+    """The request field that holds the prompt: `messages`, `prompt` or `input`."""
     error_forms: ClassVar[tuple[str, ...]] = ()
     """The forms of an error sent inside a stream (the server's `error=FORM` fault), the default first."""
     malformed: ClassVar[bytes] = b'{"broken": "tru'
@@ -258,6 +266,33 @@ class Api(abc.ABC, Generic[ItemT, FinalT]):
         """How many tokens a token-carrying item carried, where the item says (logprobs); else None."""
         return None
 
+    # Conversations: the CLI's chat, `Conversation` and the bench build their requests through these
+
+    def history_start(self, system: str | None) -> list[dict[str, Any]]:
+        """The history a conversation starts with: nothing, or (chat) the system message."""
+        return []
+
+    @abc.abstractmethod
+    def turn(
+        self,
+        model: str,
+        history: list[dict[str, Any]],
+        system: str | None = None,
+        max_tokens: int | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The body of a streamed request that answers the last message of `history` (user and assistant
+        messages in this API's shape, the user's last), with the system prompt, the token limit and more
+        `params` under this API's names. Raises ValueError for a setting the API does not have."""
+
+    @abc.abstractmethod
+    def reply(self, final: FinalT) -> list[dict[str, Any]]:
+        """What an answer adds to a conversation's history, in this API's shape."""
+
+    def ask_usage(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`body` with usage asked for, where the API sends it only when asked."""
+        return body
+
     def final_from_json(self, data: bytes) -> FinalT:
         """The answer to a request with `stream=False`. Raises `ChunkDecodeError`."""
         final: FinalT = self.final_type.from_json(data)
@@ -287,6 +322,11 @@ class Api(abc.ABC, Generic[ItemT, FinalT]):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+    def __reduce__(self) -> str:
+        # One instance per API, named after it in its module (`CHAT`): pickled by that name, as the bench's
+        # worker processes need.
+        return self.name.upper()
 
 
 def stream_error(body: object, raw: str, default: Callable[[], str] | None = None) -> StreamAPIError:

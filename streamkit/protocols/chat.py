@@ -244,6 +244,14 @@ class Header:
         self.usage: Usage | None = None
         self.chunks = 0
 
+    @property
+    def output_tokens(self) -> int | None:
+        return None if self.usage is None else self.usage.completion_tokens
+
+    @property
+    def input_tokens(self) -> int | None:
+        return None if self.usage is None else self.usage.prompt_tokens
+
     def add_header(self, chunk: ChunkHead) -> None:
         self.chunks += 1
         if self.id is None:
@@ -371,8 +379,12 @@ class ChatCompletionAccumulator:
     @property
     def output_tokens(self) -> int | None:
         """`usage.completion_tokens`, when a chunk carried usage."""
-        usage = self._header.usage
-        return None if usage is None else usage.completion_tokens
+        return self._header.output_tokens
+
+    @property
+    def input_tokens(self) -> int | None:
+        """`usage.prompt_tokens`, when a chunk carried usage."""
+        return self._header.input_tokens
 
     def add(self, chunk: ChatCompletionChunk) -> None:
         """Merge one chunk."""
@@ -435,12 +447,17 @@ class ChatCompletionAccumulator:
 # The rules
 
 
+def drop_none(body: dict[str, Any]) -> dict[str, Any]:
+    """A request body without the parameters that are None."""
+    return {k: v for k, v in body.items() if v is not None}
+
+
 def openai_stream_error(data: bytes) -> StreamAPIError:
     """The error of an `event: error` event, or of data of the form `{"error": ...}`."""
     text = data.decode("utf-8", "replace")
     try:
         body: object = msgspec.json.decode(text)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         body = text
     return stream_error(body, text)
 
@@ -546,7 +563,7 @@ class OpenAIChunkApi(Api[_ChunkModelT, _FinalModelT]):
             return None
         try:
             chunk: _ChunkModelT = self._decoder.decode(data)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             # The event's text, with U+FFFD for bytes that are not UTF-8, as SSE decodes it: a chunk after
             # all, or ChunkDecodeError with the text in `.raw`.
             chunk = self.chunk_type.from_json(data.decode("utf-8", "replace"))
@@ -558,6 +575,13 @@ class OpenAIChunkApi(Api[_ChunkModelT, _FinalModelT]):
         raise AssertionError("a chunk is never flagged as an error")
 
     # The built-in server's side
+
+    def ask_usage(self, body: dict[str, Any]) -> dict[str, Any]:
+        options = body.get("stream_options")
+        return {
+            **body,
+            "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True},
+        }
 
     def error_body(self, error: RequestError) -> dict[str, Any]:
         return openai_error_body(error)
@@ -613,6 +637,23 @@ class ChatApi(OpenAIChunkApi[ChatCompletionChunk, ChatCompletion]):
 
     def accumulator(self) -> ChatCompletionAccumulator:
         return ChatCompletionAccumulator()
+
+    def history_start(self, system: str | None) -> list[dict[str, Any]]:
+        return [{"role": "system", "content": system}] if system else []
+
+    def turn(
+        self,
+        model: str,
+        history: list[dict[str, Any]],
+        system: str | None = None,
+        max_tokens: int | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        messages = [*self.history_start(system), *history] if system else history
+        return drop_none({"model": model, "messages": messages, "max_tokens": max_tokens, **(params or {})})
+
+    def reply(self, final: ChatCompletion) -> list[dict[str, Any]]:
+        return [final.choices[0].message.to_dict()] if final.choices else []
 
     # The built-in server's side
 

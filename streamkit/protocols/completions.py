@@ -17,6 +17,7 @@ from streamkit.protocols.chat import (
     OpenAIChunkApi,
     Usage,
     copied,
+    drop_none,
     extended,
     interleave,
     openai_sampling,
@@ -141,8 +142,12 @@ class CompletionAccumulator:
     @property
     def output_tokens(self) -> int | None:
         """`usage.completion_tokens`, when a chunk carried usage."""
-        usage = self._header.usage
-        return None if usage is None else usage.completion_tokens
+        return self._header.output_tokens
+
+    @property
+    def input_tokens(self) -> int | None:
+        """`usage.prompt_tokens`, when a chunk carried usage."""
+        return self._header.input_tokens
 
     def add(self, chunk: CompletionChunk) -> None:
         """Merge one chunk."""
@@ -185,6 +190,7 @@ class CompletionApi(OpenAIChunkApi[CompletionChunk, Completion]):
 
     name = "completions"
     path = "/completions"
+    prompt_field = "prompt"
     chunk_type = CompletionChunk
     final_type = Completion
 
@@ -209,6 +215,23 @@ class CompletionApi(OpenAIChunkApi[CompletionChunk, Completion]):
 
     def accumulator(self) -> CompletionAccumulator:
         return CompletionAccumulator()
+
+    def turn(
+        self,
+        model: str,
+        history: list[dict[str, Any]],
+        system: str | None = None,
+        max_tokens: int | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        # Legacy completions have no conversation: a turn sends its own prompt, after the system text.
+        prompt = str(history[-1]["content"])
+        if system:
+            prompt = f"{system}\n\n{prompt}"
+        return drop_none({"model": model, "prompt": prompt, "max_tokens": max_tokens, **(params or {})})
+
+    def reply(self, final: Completion) -> list[dict[str, Any]]:
+        return []
 
     # The built-in server's side
 

@@ -34,7 +34,7 @@ from typing import Any, ClassVar, TypeAlias
 import msgspec
 from msgspec.structs import replace
 
-from streamkit.errors import ChunkDecodeError, StreamAPIError
+from streamkit.errors import ChunkDecodeError, StreamAPIError, api_error_fields
 from streamkit.protocols.base import (
     END,
     ERROR,
@@ -47,7 +47,7 @@ from streamkit.protocols.base import (
     UnknownObject,
     decode_hook,
 )
-from streamkit.protocols.chat import SERVER_ERROR, openai_error_body, openai_fault_error
+from streamkit.protocols.chat import SERVER_ERROR, drop_none, openai_error_body, openai_fault_error
 from streamkit.protocols.scripted import (
     Answer,
     Frame,
@@ -137,6 +137,7 @@ class ResponseUsage(Model):
 class ResponseTopLogprob(Model):
     token: str | None = None
     logprob: float | None = None
+    bytes: list[int] | None = None
 
 
 class ResponseLogprob(Model):
@@ -314,7 +315,8 @@ class Response(Model):
 
     id: str | None = None
     object: str = "response"
-    created_at: float | None = None
+    created_at: int | float | None = None
+    """Unix seconds, an integer as OpenAI sends it (a float only where a server sends one)."""
     status: str | None = None
     """`completed`, `incomplete`, `failed`, `in_progress`, `queued` or `cancelled`."""
     error: ResponseError | None = None
@@ -392,6 +394,14 @@ class ResponseErrorEvent(_Event, tag="error"):
     code: str | None = None
     message: str | None = None
     param: str | None = None
+    error: Any = None
+    """The error object (or text) where a server nests the fields under `error`, as OpenAI's live API and
+    proxies do (`{"type": "error", "error": {"type", "code", "message", "param"}}`)."""
+
+    def fields(self) -> tuple[str | None, str | None, str | None, str | None]:
+        """`message`, `type`, `code` and `param`: each flat field, else the nested error's."""
+        message, type, code, param = api_error_fields(self.error)
+        return self.message or message, type, self.code or code, self.param or param
 
 
 class _ItemEvent(_Event):
@@ -800,9 +810,19 @@ class ResponseAccumulator:
     @property
     def output_tokens(self) -> int | None:
         """`usage.output_tokens` of the latest response that carried usage."""
+        usage = self._usage()
+        return None if usage is None else usage.output_tokens
+
+    @property
+    def input_tokens(self) -> int | None:
+        """`usage.input_tokens` of the latest response that carried usage."""
+        usage = self._usage()
+        return None if usage is None else usage.input_tokens
+
+    def _usage(self) -> ResponseUsage | None:
         for response in (self._terminal, self._response):
             if response is not None and response.usage is not None:
-                return response.usage.output_tokens
+                return response.usage
         return None
 
     def _item(
@@ -909,7 +929,8 @@ class ResponseAccumulator:
         elif isinstance(event, ResponseReasoningTextDoneEvent):
             self._reasoning(event).whole = event.text
         elif isinstance(event, ResponseErrorEvent):
-            self._error = ResponseError(code=event.code, message=event.message)
+            message, _, code, _ = event.fields()
+            self._error = ResponseError(code=code, message=message)
 
     def _summary(self, event: _SummaryEvent) -> _Text:
         summary = self._item(event.output_index, event.item_id, ReasoningItem).summary
@@ -983,6 +1004,7 @@ class ResponsesApi(Api[ResponseEvent, Response]):
 
     name = "responses"
     path = "/responses"
+    prompt_field = "input"
     final_type = Response
     tags: ClassVar[frozenset[str]] = frozenset(str(t.__struct_config__.tag) for t in _EVENT_TYPES)
 
@@ -992,7 +1014,7 @@ class ResponsesApi(Api[ResponseEvent, Response]):
     def decode(self, data: bytes, event: str = "message") -> ResponseEvent | None:
         try:
             decoded: ResponseEvent = self._decoder.decode(data)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             return self._decode_slowly(data, event)
         return decoded
 
@@ -1002,20 +1024,24 @@ class ResponsesApi(Api[ResponseEvent, Response]):
         text = data.decode("utf-8", "replace")
         try:
             obj = msgspec.json.decode(text)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             raise ChunkDecodeError(f"invalid Responses event: {exc}", raw=text) from exc
         if not isinstance(obj, dict):
             raise ChunkDecodeError("invalid Responses event: not a JSON object", raw=text)
         kind = obj.get("type")
-        if kind is None and event != "message":
+        if kind is None and obj.get("error") is not None and event in ("message", "error"):
+            kind = obj["type"] = "error"  # `{"error": {...}}`, as proxies send an error inside any stream
+        elif kind is None and event != "message":
             kind = obj["type"] = event  # the data's type wins, but where it has none the SSE type counts
         if kind == "ping":
             return None
+        if kind is not None and not isinstance(kind, str):
+            raise ChunkDecodeError("invalid Responses event: its type is not a string", raw=text)
         if kind not in self.tags:
             return UnknownEvent(type=str(kind), raw=text)
         try:
             typed: ResponseEvent = msgspec.convert(obj, ResponseStreamEvent, dec_hook=decode_hook)
-        except msgspec.ValidationError as exc:
+        except (msgspec.ValidationError, RecursionError) as exc:
             raise ChunkDecodeError(f"invalid {kind} event: {exc}", raw=text) from exc
         return typed
 
@@ -1045,17 +1071,44 @@ class ResponsesApi(Api[ResponseEvent, Response]):
                 type="response.failed",
             )
         assert isinstance(item, ResponseErrorEvent)
+        message, type, code, param = item.fields()
         return StreamAPIError(
-            item.message or "the server sent an error event",
+            message or "the server sent an error event",
             raw=raw,
             body=item.to_dict(),
-            code=item.code,
-            type="error",
-            param=item.param,
+            code=code,
+            type=type or "error",
+            param=param,
         )
 
     def accumulator(self) -> ResponseAccumulator:
         return ResponseAccumulator()
+
+    def turn(
+        self,
+        model: str,
+        history: list[dict[str, Any]],
+        system: str | None = None,
+        max_tokens: int | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        params = dict(params or {})
+        for name in ("n", "stop", "seed"):
+            if params.get(name) is not None:
+                raise ValueError(f"the Responses API has no {name!r}")
+        return drop_none(
+            {
+                "model": model,
+                "input": history,
+                "instructions": system,
+                "max_output_tokens": max_tokens,
+                **params,
+            }
+        )
+
+    def reply(self, final: Response) -> list[dict[str, Any]]:
+        # Output items go back as input items: the answer's messages, and its calls with their ids.
+        return [item.to_dict() for item in final.output if isinstance(item, Model)]
 
     # The built-in server's side
 

@@ -54,7 +54,8 @@ async def test_truncated_body_raises_incomplete_stream_error(client: streamkit.A
     stream = await stream_with(client, fault("truncate=4"))
     with pytest.raises(streamkit.IncompleteStreamError) as caught:
         await stream.get_final_completion()
-    assert caught.value.partial is not None and caught.value.partial.choices[0].finish_reason is None
+    partial = caught.value.partial
+    assert isinstance(partial, streamkit.ChatCompletion) and partial.choices[0].finish_reason is None
     assert content(caught.value)
 
 
@@ -62,7 +63,8 @@ async def test_empty_body_raises_incomplete_stream_error(client: streamkit.Async
     stream = await stream_with(client, fault("truncate=0"))
     with pytest.raises(streamkit.IncompleteStreamError) as caught:
         await stream.get_final_completion()
-    assert caught.value.partial is not None and caught.value.partial.choices == []
+    partial = caught.value.partial
+    assert isinstance(partial, streamkit.ChatCompletion) and partial.choices == []
 
 
 async def test_finished_stream_without_done_ends_normally(client: streamkit.AsyncClient) -> None:

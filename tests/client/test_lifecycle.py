@@ -51,7 +51,7 @@ async def test_breaking_out_of_async_with_closes_the_response(
             break
     assert await wait_for(lambda: streamkit_server.stats.streams_open == 0)
     with pytest.raises(streamkit.IncompleteStreamError) as caught:
-        await stream.get_final_completion()
+        await stream.get_final()
     assert caught.value.partial is not None
     await stream.aclose()  # idempotent
     assert [chunk async for chunk in stream] == []
@@ -64,7 +64,7 @@ async def test_cancelling_a_read_closes_the_response(
         model="scripted", messages=HI, stream=True, extra_headers=SLOW
     )
     with anyio.move_on_after(0.1):
-        await stream.get_final_completion()
+        await stream.get_final()
     assert await wait_for(lambda: streamkit_server.stats.streams_open == 0)
     assert stream.snapshot.choices  # what arrived before the cancellation is kept
 
@@ -180,7 +180,7 @@ async def test_authorization_is_not_sent_to_another_host(
     seen.clear()
     async with streamkit.AsyncClient(base_url=base_url, api_key="sk-secret", transport=transport) as client:
         stream = await client.chat.completions.create(model="m", messages=HI, stream=True)
-        final = await stream.get_final_completion()
+        final = await stream.get_final()
     assert final.choices[0].message.content == "moved"
     assert len(seen) == 1 and "Authorization" not in seen[0]
 
@@ -205,7 +205,7 @@ async def test_conversation_keeps_its_history(client: streamkit.AsyncClient) -> 
         {"role": "assistant", "content": first_text},
     ]
     second = await conversation.send("And mTLS?")
-    final = await second.get_final_completion()
+    final = await second.get_final()
     assert [m["role"] for m in conversation.messages] == ["system", "user", "assistant", "user", "assistant"]
     assert conversation.messages[-1]["content"] == final.choices[0].message.content
     conversation.reset()
@@ -230,7 +230,7 @@ async def test_a_failed_turn_leaves_the_history_as_it_was(client: streamkit.Asyn
     conversation = streamkit.Conversation(client, model="scripted")
     stream = await conversation.send("hi", extra_headers={"x-streamkit-fault": "drop=2"})
     with pytest.raises(streamkit.ReadError):
-        await stream.get_final_completion()
+        await stream.get_final()
     assert conversation.messages == []
     stream = await conversation.send("hi")
     async with stream:
