@@ -66,6 +66,7 @@ class SSEDecoder:
         "_line_size",
         "_started",
         "_tail",
+        "_types",
         "last_event_id",
         "max_event_size",
         "retry",
@@ -89,6 +90,7 @@ class SSEDecoder:
         self._between_events = True  # the last line was blank: no buffer pending, last_event_id == _id
         self._clean = False  # between events, and no bytes held back (line, CR or BOM): the fastest path
         self._tail = b""  # what `feed_raw` holds of an event whose blank line has not come yet
+        self._types: dict[bytes, str] = {}  # event types `feed_raw` has decoded, by their bytes
 
     def feed(self, data: bytes) -> list[ServerSentEvent]:
         """Take the next bytes of the stream; return the events they complete, in order.
@@ -122,32 +124,44 @@ class SSEDecoder:
         what follows the last blank line is held as bytes until its own blank line arrives. Raises
         `SSEProtocolError` as `feed` does.
         """
-        if not self._clean or data.find(b"\r") >= 0:
+        if not self._clean or b"\r" in data:
             return [(e.event, e.data.encode()) for e in self.feed(data)]
         if self._tail:
             data = self._tail + data
-        end = data.rfind(b"\n\n") + 2
+        elif data[:6] == b"data: " and data.find(b"\n") == len(data) - 2 and data[-1:] == b"\n":
+            # The fastest path: one event of one `data: ` line, as a live LLM stream's reads bring them.
+            if len(data) <= self.max_event_size:
+                return [("message", data[6:-2])]
+        end = data.rfind(b"\n\n")
         limit = self.max_event_size
-        if end < 2:
+        if end < 0:
             self._tail = data
             if len(data) > limit:  # too long, or many short lines: the line rules decide
                 return [(e.event, e.data.encode()) for e in self.feed(b"")]
             return []
-        self._tail = data[end:]
+        self._tail = data[end + 2 :]
         events: list[tuple[str, bytes]] = []
-        for block in data[: end - 2].split(b"\n\n"):
-            line = block.find(b"\n")
-            if len(block) > limit:
-                events += [(e.event, e.data.encode()) for e in self._feed(block + b"\n\n")]
-            elif line < 0 and block[:6] == b"data: ":
-                events.append(("message", block[6:]))
-            elif (
-                block[:7] == b"event: "
-                and block[line + 1 : line + 7] == b"data: "
-                and block.find(b"\n", line + 1) < 0
-            ):
-                events.append((block[7:line].decode("utf-8", "replace") or "message", block[line + 7 :]))
+        append = events.append
+        types = self._types
+        for block in data[:end].split(b"\n\n"):
+            if len(block) <= limit:
+                if block[:6] == b"data: ":
+                    if b"\n" not in block:
+                        append(("message", block[6:]))
+                        continue
+                elif block[:7] == b"event: ":
+                    line = block.find(b"\n")
+                    if line > 0 and block.startswith(b"data: ", line + 1) and block.find(b"\n", line + 1) < 0:
+                        name = block[7:line]
+                        kind = types.get(name)
+                        if kind is None:
+                            kind = types[name] = name.decode("utf-8", "replace") or "message"
+                        append((kind, block[line + 7 :]))
+                        continue
             elif block:
+                events += [(e.event, e.data.encode()) for e in self._feed(block + b"\n\n")]
+                continue
+            if block:
                 # Anything else at an event boundary, a comment or an `id:` line say: the line rules.
                 lines = block.decode("utf-8", "replace").split("\n")
                 lines.append("")

@@ -144,6 +144,29 @@ class Stream(Generic[ItemT, FinalT]):
 
     api: ClassVar[Api[Any, Any]]
 
+    __slots__ = (
+        "_accumulator",
+        "_add",
+        "_arrived",
+        "_complete",
+        "_deadline",
+        "_decode_item",
+        "_decoder",
+        "_done_callbacks",
+        "_error",
+        "_feed",
+        "_first_token_deadline",
+        "_flags",
+        "_keep",
+        "_pending",
+        "_reading",
+        "_redact",
+        "_response",
+        "_token_arrived",
+        "_total_deadline",
+        "metrics",
+    )
+
     def __init__(
         self,
         response: HTTPResponse,
@@ -167,6 +190,14 @@ class Stream(Generic[ItemT, FinalT]):
         self._reading = True  # False once the body is done with: ended, failed or closed
         self._complete = False  # ended as a whole stream should
         self._error: BaseException | None = None  # raised once the pending items are yielded
+        # The hot path's callables, bound once rather than at every read.
+        self._feed = self._decoder.feed_raw
+        self._decode_item = self.api.decode
+        self._flags = self.api.flags
+        self._add = self._accumulator.add
+        self._keep = self._pending.append
+        self._arrived = metrics.arrivals.append
+        self._token_arrived = metrics.token_arrivals.append
 
     # The public surface
 
@@ -316,17 +347,17 @@ class Stream(Generic[ItemT, FinalT]):
 
     def _decode(self, data: bytes, now: float) -> bool:
         """Decode the events a read completes into pending items; True at the end of the stream."""
-        metrics = self.metrics
-        metrics.reads += 1
-        api = self.api
-        decode = api.decode
-        flags_of = api.flags
-        add = self._accumulator.add
-        keep = self._pending.append
-        arrived = metrics.arrivals.append
-        for event, raw in self._decoder.feed_raw(data):
+        self.metrics.reads += 1
+        decode, flags_of, add, keep, arrived = (
+            self._decode_item,
+            self._flags,
+            self._add,
+            self._keep,
+            self._arrived,
+        )
+        for event, raw in self._feed(data):
             if raw[:6] == b"[DONE]":
-                if api.done_completes or self._accumulator.is_finished():
+                if self.api.done_completes or self._accumulator.is_finished():
                     return True
                 raise IncompleteStreamError("data: [DONE] came before the stream was complete")
             item = decode(raw, event)
@@ -336,9 +367,11 @@ class Stream(Generic[ItemT, FinalT]):
             flags = flags_of(item)
             if flags:
                 if flags & ERROR:
-                    raise api.error(item)
+                    error = self.api.error(item)
+                    error.raw = raw.decode("utf-8", "replace")  # the event as it came
+                    raise error
                 if flags & TOKEN:
-                    metrics.token_arrivals.append(now)
+                    self._token_arrived(now)
                     if self._first_token_deadline is not None:
                         self._first_token_deadline = None
                         self._deadline = self._total_deadline

@@ -313,8 +313,8 @@ class Api(abc.ABC, Generic[ItemT, FinalT]):
         """The JSON body of an error answer, in the API's shape."""
 
     @abc.abstractmethod
-    def error_frames(self, form: str, plan: Plan) -> list[Frame]:
-        """An error sent inside the stream of `plan`, in one of `error_forms`."""
+    def error_frames(self, form: str, plan: Plan, sent: int) -> list[Frame]:
+        """An error sent in the stream of `plan` after its first `sent` events, in one of `error_forms`."""
 
     @abc.abstractmethod
     def fault_error(self, status: int) -> RequestError:

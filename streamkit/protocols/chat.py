@@ -589,7 +589,7 @@ class OpenAIChunkApi(Api[_ChunkModelT, _FinalModelT]):
     def fault_error(self, status: int) -> RequestError:
         return openai_fault_error(status)
 
-    def error_frames(self, form: str, plan: Plan) -> list[Frame]:
+    def error_frames(self, form: str, plan: Plan, sent: int) -> list[Frame]:
         # object: data {"error": {...}}; string: data {"error": "..."}; event: the object as `event: error`.
         error = SERVER_ERROR["message"] if form == "string" else SERVER_ERROR
         return [Frame({"error": error}, "error" if form == "event" else None)]

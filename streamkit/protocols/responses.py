@@ -1294,9 +1294,9 @@ class ResponsesApi(Api[ResponseEvent, Response]):
     def fault_error(self, status: int) -> RequestError:
         return openai_fault_error(status)
 
-    def error_frames(self, form: str, plan: Plan) -> list[Frame]:
+    def error_frames(self, form: str, plan: Plan, sent: int) -> list[Frame]:
         # event: an `error` event; failed: `response.failed`, its response carrying the error.
-        sequence = len(plan.frames)
+        sequence = sent
         code, message = "server_error", SERVER_ERROR["message"]
         if form == "failed":
             response = {**plan.frames[0].data["response"], "status": "failed"}

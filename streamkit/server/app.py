@@ -319,7 +319,7 @@ class _Stream:
         if due(f.malformed):
             await self.write(self.event(Frame(self.api.malformed)))
         elif f.error is not None and due(f.error_after):
-            for frame in self.api.error_frames(f.error, self.plan):
+            for frame in self.api.error_frames(f.error, self.plan, sent):
                 await self.write(self.event(frame))
         else:
             return False

@@ -9,8 +9,8 @@ from typing import Any
 import openai
 import pytest
 
-from streamkit.server import ServerThread
 from streamkit.protocols.scripted import tokens_for
+from streamkit.server import ServerThread
 
 MESSAGES: Any = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tell me a story."}]
 TOOLS: Any = [
@@ -170,3 +170,116 @@ def test_timing_modes(client: openai.OpenAI) -> None:
     contents = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
     assert "".join(contents) == "".join(tokens_for(1000, 30))
     assert len(contents) == 10
+
+
+# The Responses API: the official SDK consumes /v1/responses, and its finals agree with streamkit's.
+
+RESPONSE_INPUT = "Tell me a story."
+RESPONSE_TOOLS: Any = [
+    {
+        "type": "function",
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "days": {"type": "integer"},
+                "unit": {"enum": ["c", "f"]},
+            },
+        },
+    },
+    {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}},
+]
+COMPLETED_CASES: list[dict[str, Any]] = [
+    {},
+    {"instructions": "Be brief.", "temperature": 0.2, "top_p": 0.9, "extra_body": {"seed": 3}},
+    {"input": [{"role": "user", "content": "Hello there"}], "metadata": {"k": "v"}, "store": False},
+    {"include": ["message.output_text.logprobs"], "top_logprobs": 2},
+    {"tools": RESPONSE_TOOLS, "tool_choice": "required"},
+    {"tools": RESPONSE_TOOLS, "tool_choice": {"type": "function", "name": "get_time"}},
+    {"tools": RESPONSE_TOOLS, "parallel_tool_calls": False},
+    {"extra_headers": {"x-streamkit-timing": "tokens=30,tokens_per_chunk=4"}},
+]
+INCOMPLETE: dict[str, Any] = {"max_output_tokens": 16, "extra_headers": {"x-streamkit-timing": "tokens=40"}}
+
+
+def streamkit_final(server: ServerThread, params: dict[str, Any]) -> Any:
+    """streamkit's `get_final_response()` for the same request."""
+    import anyio
+
+    import streamkit
+
+    params = {"input": RESPONSE_INPUT, **params}
+
+    async def run() -> streamkit.Response:
+        async with streamkit.AsyncClient(base_url=server.base_url, api_key="test") as client:
+            stream = await client.responses.create(model="scripted", stream=True, **params)
+            async with stream:
+                return await stream.get_final_response()
+
+    return anyio.run(run)
+
+
+def essence(response: Any) -> dict[str, Any]:
+    """What two clients' finals of one request must agree on (ids and times are drawn anew each time)."""
+    data = response.to_dict() if hasattr(response, "to_dict") else response.model_dump(exclude_none=True)
+    return {
+        "text": response.output_text,
+        "status": data["status"],
+        "incomplete_details": data.get("incomplete_details"),
+        "usage": data["usage"],
+        "model": data["model"],
+        "calls": [(i["name"], i["arguments"]) for i in data["output"] if i["type"] == "function_call"],
+        "parts": [
+            {k: v for k, v in part.items() if k != "parsed"}
+            for item in data["output"]
+            if item["type"] == "message"
+            for part in item["content"]
+        ],
+    }
+
+
+@pytest.mark.parametrize("params", COMPLETED_CASES, ids=lambda p: ",".join(p) or "plain")
+def test_responses_stream_helper_agrees_with_streamkit(
+    client: openai.OpenAI, streamkit_server: ServerThread, params: dict[str, Any]
+) -> None:
+    import json
+
+    ours = streamkit_final(streamkit_server, params)
+    kwargs = {"input": RESPONSE_INPUT, **params}
+    with client.responses.stream(model="scripted", **kwargs) as stream:
+        texts = [event.delta for event in stream if event.type == "response.output_text.delta"]
+        theirs = stream.get_final_response()
+    assert essence(theirs) == essence(ours)
+    assert "".join(texts) == theirs.output_text == ours.output_text
+    assert theirs.status == "completed"
+    if "tools" in params and params.get("tool_choice") != "none":
+        assert essence(ours)["calls"] and all(json.loads(a) is not None for _, a in essence(ours)["calls"])
+
+
+@pytest.mark.parametrize("params", [*COMPLETED_CASES, INCOMPLETE], ids=lambda p: ",".join(p) or "plain")
+def test_responses_create_streamed_and_not_agrees_with_streamkit(
+    client: openai.OpenAI, streamkit_server: ServerThread, params: dict[str, Any]
+) -> None:
+    ours = streamkit_final(streamkit_server, params)
+    kwargs = {"input": RESPONSE_INPUT, **params}
+    events = list(client.responses.create(model="scripted", stream=True, **kwargs))
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    terminal = events[-1]
+    assert terminal.type in ("response.completed", "response.incomplete")
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    whole = client.responses.create(model="scripted", **kwargs)
+    for theirs in (terminal.response, whole):
+        assert essence(theirs) == essence(ours)
+    assert text == ours.output_text
+    if params is INCOMPLETE:
+        assert ours.status == whole.status == "incomplete"
+        assert whole.incomplete_details is not None and whole.incomplete_details.reason == "max_output_tokens"
+
+
+def test_responses_errors_reach_the_sdk_with_their_fields(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="scripted", input=RESPONSE_INPUT, max_output_tokens=8)
+    assert (info.value.code, info.value.param) == ("integer_below_min_value", "max_output_tokens")
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model="gpt-nope", input=RESPONSE_INPUT)
