@@ -2,7 +2,7 @@
 the Responses API and Anthropic Messages."""
 
 from streamkit._version import __version__
-from streamkit.client import AsyncClient, ChatParams, CompletionParams, ResponseParams, Timeout
+from streamkit.client import AsyncClient, ChatParams, CompletionParams, MessageParams, ResponseParams, Timeout
 from streamkit.conversation import Conversation
 from streamkit.errors import (
     APIError,
@@ -54,6 +54,17 @@ from streamkit.protocols.completions import (
     CompletionChunk,
     CompletionLogprobs,
 )
+from streamkit.protocols.messages import (
+    ContentBlock,
+    Message,
+    MessageAccumulator,
+    MessageEvent,
+    MessageStreamEvent,
+    MessageUsage,
+    TextBlock,
+    ThinkingBlock,
+    ToolUseBlock,
+)
 from streamkit.protocols.responses import (
     Response,
     ResponseAccumulator,
@@ -62,7 +73,14 @@ from streamkit.protocols.responses import (
     ResponseUsage,
 )
 from streamkit.sse import ServerSentEvent, SSEDecoder
-from streamkit.streams import ChatCompletionStream, CompletionStream, ResponseStream, Stream, StreamMetrics
+from streamkit.streams import (
+    ChatCompletionStream,
+    CompletionStream,
+    MessageStream,
+    ResponseStream,
+    Stream,
+    StreamMetrics,
+)
 
 __all__ = [
     "APIError",
@@ -91,12 +109,20 @@ __all__ = [
     "CompletionTokensDetails",
     "ConnectError",
     "ConnectTimeout",
+    "ContentBlock",
     "Conversation",
     "FirstTokenTimeout",
     "FunctionCall",
     "IdleTimeout",
     "IncompleteStreamError",
     "InternalServerError",
+    "Message",
+    "MessageAccumulator",
+    "MessageEvent",
+    "MessageParams",
+    "MessageStream",
+    "MessageStreamEvent",
+    "MessageUsage",
     "NotFoundError",
     "PermissionDeniedError",
     "PromptTokensDetails",
@@ -117,10 +143,13 @@ __all__ = [
     "StreamAPIError",
     "StreamMetrics",
     "StreamkitError",
+    "TextBlock",
+    "ThinkingBlock",
     "Timeout",
     "TimeoutError",
     "TokenLogprob",
     "ToolCall",
+    "ToolUseBlock",
     "TopLogprob",
     "TotalTimeout",
     "TransportError",

@@ -46,8 +46,16 @@ from streamkit.errors import (
 from streamkit.protocols.base import Api
 from streamkit.protocols.chat import CHAT, ChatCompletion
 from streamkit.protocols.completions import COMPLETIONS, Completion
+from streamkit.protocols.messages import MESSAGES, Message
 from streamkit.protocols.responses import RESPONSES, Response
-from streamkit.streams import ChatCompletionStream, CompletionStream, ResponseStream, Stream, StreamMetrics
+from streamkit.streams import (
+    ChatCompletionStream,
+    CompletionStream,
+    MessageStream,
+    ResponseStream,
+    Stream,
+    StreamMetrics,
+)
 from streamkit.transports.base import Request, Transport
 from streamkit.transports.base import Response as HTTPResponse
 
@@ -56,6 +64,7 @@ __all__ = [
     "AsyncClient",
     "ChatParams",
     "CompletionParams",
+    "MessageParams",
     "ResponseParams",
     "Timeout",
 ]
@@ -171,6 +180,24 @@ class ResponseParams(_RequestOptions, total=False):
     user: str | None
 
 
+class MessageParams(_RequestOptions, total=False):
+    """The parameters of `messages.create` beside `model`, `messages`, `max_tokens` and `stream`. None leaves
+    a parameter out of the request."""
+
+    system: str | Sequence[Mapping[str, object]] | None
+    stop_sequences: Sequence[str] | None
+    temperature: float | None
+    top_k: int | None
+    top_p: float | None
+    tools: Sequence[Mapping[str, object]] | None
+    tool_choice: Mapping[str, object] | None
+    thinking: Mapping[str, object] | None
+    metadata: Mapping[str, object] | None
+    service_tier: str | None
+    container: str | None
+    mcp_servers: Sequence[Mapping[str, object]] | None
+
+
 _OPTION_NAMES = frozenset(_RequestOptions.__annotations__)
 
 
@@ -253,6 +280,7 @@ class AsyncClient:
         self.chat = _Chat(self)
         self.completions = Completions(self)
         self.responses = Responses(self)
+        self.messages = Messages(self)
 
     def __repr__(self) -> str:
         return f"AsyncClient(base_url={self.base_url!r}, transport={self._transport_name!r})"
@@ -634,3 +662,59 @@ class Responses:
         if stream:
             return await self._client._stream(ResponseStream, body, options)
         return await self._client._whole(RESPONSES, body, options)
+
+
+class Messages:
+    """`client.messages`: Anthropic Messages, `/v1/messages`, with `x-api-key` and `anthropic-version`."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    @overload
+    async def create(
+        self,
+        *,
+        model: str,
+        messages: Sequence[Mapping[str, object]],
+        max_tokens: int,
+        stream: Literal[True],
+        **params: Unpack[MessageParams],
+    ) -> MessageStream: ...
+
+    @overload
+    async def create(
+        self,
+        *,
+        model: str,
+        messages: Sequence[Mapping[str, object]],
+        max_tokens: int,
+        stream: Literal[False] = False,
+        **params: Unpack[MessageParams],
+    ) -> Message: ...
+
+    async def create(
+        self,
+        *,
+        model: str,
+        messages: Sequence[Mapping[str, object]],
+        max_tokens: int,
+        stream: bool = False,
+        **params: Unpack[MessageParams],
+    ) -> MessageStream | Message:
+        """Create a message: a `MessageStream` of typed events with `stream=True`, else a `Message`.
+
+        Raises as `chat.completions.create` does (a 529 `overloaded_error` is an `InternalServerError`,
+        retried before the answer starts); in the stream, an `error` event raises `StreamAPIError` with
+        the error's `type`.
+        """
+        body, options = _split(params)
+        body = {
+            "model": model,
+            "messages": list(messages),
+            "max_tokens": max_tokens,
+            "stream": stream,
+            **body,
+        }
+        if stream:
+            return await self._client._stream(MessageStream, body, options)
+        return await self._client._whole(MESSAGES, body, options)

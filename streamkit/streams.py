@@ -37,11 +37,19 @@ from streamkit.errors import FirstTokenTimeout, IncompleteStreamError, Streamkit
 from streamkit.protocols.base import END, ERROR, TOKEN, Accumulator, Api, Model
 from streamkit.protocols.chat import CHAT, ChatCompletion, ChatCompletionChunk
 from streamkit.protocols.completions import COMPLETIONS, Completion, CompletionChunk
+from streamkit.protocols.messages import MESSAGES, Message, MessageEvent
 from streamkit.protocols.responses import RESPONSES, Response, ResponseEvent
 from streamkit.sse import SSEDecoder
 from streamkit.transports.base import Response as HTTPResponse
 
-__all__ = ["ChatCompletionStream", "CompletionStream", "ResponseStream", "Stream", "StreamMetrics"]
+__all__ = [
+    "ChatCompletionStream",
+    "CompletionStream",
+    "MessageStream",
+    "ResponseStream",
+    "Stream",
+    "StreamMetrics",
+]
 
 ItemT = TypeVar("ItemT")
 FinalT = TypeVar("FinalT", bound=Model)
@@ -436,4 +444,15 @@ class ResponseStream(Stream[ResponseEvent, Response]):
 
     async def get_final_response(self) -> Response:
         """Read the rest of the stream and return the `Response` (see `Stream.get_final`)."""
+        return await self.get_final()
+
+
+class MessageStream(Stream[MessageEvent, Message]):
+    """A streamed Anthropic Messages answer: an async iterator of typed events (`message_start`,
+    `content_block_delta`, ...); events of a type streamkit does not know come as `UnknownEvent`."""
+
+    api = MESSAGES
+
+    async def get_final_message(self) -> Message:
+        """Read the rest of the stream and return the `Message` (see `Stream.get_final`)."""
         return await self.get_final()

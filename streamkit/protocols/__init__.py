@@ -5,6 +5,7 @@
 | Chat Completions | `streamkit.protocols.chat` | `CHAT` |
 | legacy Completions | `streamkit.protocols.completions` | `COMPLETIONS` |
 | Responses | `streamkit.protocols.responses` | `RESPONSES` |
+| Anthropic Messages | `streamkit.protocols.messages` | `MESSAGES` |
 
 `APIS` maps each API's name (the CLI's `--api`) to its `Api`.
 """
@@ -12,6 +13,7 @@
 from streamkit.protocols.base import END, ERROR, TOKEN, Accumulator, Api, UnknownEvent, UnknownObject
 from streamkit.protocols.chat import CHAT
 from streamkit.protocols.completions import COMPLETIONS
+from streamkit.protocols.messages import MESSAGES
 from streamkit.protocols.responses import RESPONSES
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "COMPLETIONS",
     "END",
     "ERROR",
+    "MESSAGES",
     "RESPONSES",
     "TOKEN",
     "Accumulator",
@@ -28,4 +31,4 @@ __all__ = [
     "UnknownObject",
 ]
 
-APIS: dict[str, Api[object, object]] = {api.name: api for api in (CHAT, COMPLETIONS, RESPONSES)}  # type: ignore[misc]
+APIS: dict[str, Api[object, object]] = {api.name: api for api in (CHAT, COMPLETIONS, RESPONSES, MESSAGES)}  # type: ignore[misc]

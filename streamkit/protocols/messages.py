@@ -1,0 +1,702 @@
+"""Anthropic Messages (`/v1/messages`): its typed stream events, the `Message`, its accumulator and rules.
+
+A stream is `message_start`, then for each content block `content_block_start`, `content_block_delta`s and
+`content_block_stop`, then `message_delta` (the stop reason and the output usage) and `message_stop`, with
+`ping`s anywhere:
+
+- `message_stop` ends the stream. An `error` event raises `StreamAPIError`, its `error.type` (such as
+  `overloaded_error`) as the error's `type`. A body that ends without `message_stop` ends normally only if a
+  `message_delta` already gave a `stop_reason`; otherwise the stream is incomplete.
+- Where the SSE `event:` field and the data's `type` disagree, the data's type wins. An event of a type this
+  version does not know becomes an `UnknownEvent`, and a new kind of content block or delta an
+  `UnknownObject`: new types never break a stream. `ping` is skipped.
+
+Servers differ: llama.cpp sends no `ping`, opens tool blocks without an `input` key, and ends a stop-sequence
+hit with `end_turn` while it sets `stop_sequence`; LiteLLM's `message_start` usage is all zeros and the real
+counts come in `message_delta`; Anthropic repeats its running totals in `message_delta`. All of them give the
+right final usage.
+
+The merge rules of `MessageAccumulator`:
+
+- Content blocks are keyed by `index`.
+- `text_delta` and `thinking_delta` are concatenated, `signature_delta` sets the signature, `citations_delta`
+  appends a citation.
+- A `tool_use` (or `server_tool_use`) block's `input_json_delta` fragments are concatenated, and parsed as
+  JSON once, at `content_block_stop` or when the message ends with the block still open. Input that is not
+  valid JSON is kept as its raw string and never raises. Adding an event costs the same however long the
+  input already is.
+- `message_delta` sets `stop_reason` and `stop_sequence`; its `usage` fields update those of
+  `message_start` one by one (a field it leaves out keeps its value).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, ClassVar, TypeAlias
+
+import msgspec
+from msgspec.structs import replace
+
+from streamkit.errors import ChunkDecodeError, StreamAPIError
+from streamkit.protocols.base import (
+    END,
+    ERROR,
+    TOKEN,
+    Api,
+    Model,
+    OpenUnion,
+    TaggedModel,
+    UnknownEvent,
+    UnknownObject,
+    decode_hook,
+)
+from streamkit.protocols.scripted import (
+    Answer,
+    Frame,
+    Plan,
+    RequestError,
+    Script,
+    Tool,
+    check_model,
+    check_range,
+    check_stop,
+    check_type,
+    groups,
+    new_id,
+    word_count,
+)
+
+__all__ = [
+    "MESSAGES",
+    "CitationsDelta",
+    "ContentBlock",
+    "Delta",
+    "InputJSONDelta",
+    "Message",
+    "MessageAccumulator",
+    "MessageEvent",
+    "MessageStreamEvent",
+    "MessageUsage",
+    "MessagesApi",
+    "RedactedThinkingBlock",
+    "ServerToolUseBlock",
+    "SignatureDelta",
+    "TextBlock",
+    "TextDelta",
+    "ThinkingBlock",
+    "ThinkingDelta",
+    "ToolUseBlock",
+    "UnknownContentBlock",
+    "UnknownDelta",
+]
+
+
+# The message and its blocks
+
+
+class ServerToolUsage(Model):
+    web_search_requests: int | None = None
+    web_fetch_requests: int | None = None
+
+
+class MessageUsage(Model):
+    """Tokens in and out, and the prompt cache's share of the input."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    server_tool_use: ServerToolUsage | None = None
+    service_tier: str | None = None
+
+
+class ContentBlock(OpenUnion):
+    """A block of a message's content: `TextBlock`, `ToolUseBlock`, `ServerToolUseBlock`, `ThinkingBlock`,
+    `RedactedThinkingBlock`, or `UnknownContentBlock` (a server tool's result, say)."""
+
+    __slots__ = ()
+
+
+class TextBlock(Model, ContentBlock, tag_field="type", tag="text"):
+    text: str = ""
+    citations: list[dict[str, Any]] | None = None
+
+
+class ToolUseBlock(Model, ContentBlock, tag_field="type", tag="tool_use"):
+    id: str | None = None
+    name: str | None = None
+    input: Any = None
+    """The tool's input: the parsed JSON object, or the raw string where it was not valid JSON."""
+
+
+class ServerToolUseBlock(Model, ContentBlock, tag_field="type", tag="server_tool_use"):
+    id: str | None = None
+    name: str | None = None
+    input: Any = None
+
+
+class ThinkingBlock(Model, ContentBlock, tag_field="type", tag="thinking"):
+    thinking: str = ""
+    signature: str | None = None
+
+
+class RedactedThinkingBlock(Model, ContentBlock, tag_field="type", tag="redacted_thinking"):
+    data: str = ""
+
+
+class UnknownContentBlock(UnknownObject, ContentBlock):
+    """A content block of a type streamkit does not know."""
+
+    __slots__ = ()
+
+
+ContentBlock.variants = (TextBlock, ToolUseBlock, ServerToolUseBlock, ThinkingBlock, RedactedThinkingBlock)
+ContentBlock.unknown = UnknownContentBlock
+
+
+class Delta(OpenUnion):
+    """What a `content_block_delta` adds: `TextDelta`, `InputJSONDelta`, `ThinkingDelta`,
+    `SignatureDelta`, `CitationsDelta`, or `UnknownDelta`."""
+
+    __slots__ = ()
+
+
+class TextDelta(Model, Delta, tag_field="type", tag="text_delta"):
+    text: str = ""
+
+
+class InputJSONDelta(Model, Delta, tag_field="type", tag="input_json_delta"):
+    partial_json: str = ""
+
+
+class ThinkingDelta(Model, Delta, tag_field="type", tag="thinking_delta"):
+    thinking: str = ""
+
+
+class SignatureDelta(Model, Delta, tag_field="type", tag="signature_delta"):
+    signature: str = ""
+
+
+class CitationsDelta(Model, Delta, tag_field="type", tag="citations_delta"):
+    citation: dict[str, Any] | None = None
+
+
+class UnknownDelta(UnknownObject, Delta):
+    """A delta of a type streamkit does not know."""
+
+    __slots__ = ()
+
+
+Delta.variants = (TextDelta, InputJSONDelta, ThinkingDelta, SignatureDelta, CitationsDelta)
+Delta.unknown = UnknownDelta
+
+
+class Message(Model):
+    """A whole message: the answer of a request with `stream=False`, or a stream's aggregate."""
+
+    id: str | None = None
+    type: str = "message"
+    role: str = "assistant"
+    content: list[ContentBlock] = msgspec.field(default_factory=list)
+    model: str | None = None
+    stop_reason: str | None = None
+    """`end_turn`, `max_tokens`, `stop_sequence`, `tool_use`, `pause_turn` or `refusal`."""
+    stop_sequence: str | None = None
+    usage: MessageUsage | None = None
+
+    @property
+    def text(self) -> str:
+        """The text of every text block, joined."""
+        return "".join(block.text for block in self.content if isinstance(block, TextBlock))
+
+
+# The events
+
+
+class MessageStartEvent(TaggedModel, tag="message_start"):
+    message: Message = msgspec.field(default_factory=Message)
+
+
+class ContentBlockStartEvent(TaggedModel, tag="content_block_start"):
+    index: int = 0
+    content_block: ContentBlock | None = None
+
+
+class ContentBlockDeltaEvent(TaggedModel, tag="content_block_delta"):
+    index: int = 0
+    delta: Delta | None = None
+
+
+class ContentBlockStopEvent(TaggedModel, tag="content_block_stop"):
+    index: int = 0
+
+
+class MessageDeltaBody(Model):
+    stop_reason: str | None = None
+    stop_sequence: str | None = None
+
+
+class MessageDeltaEvent(TaggedModel, tag="message_delta"):
+    delta: MessageDeltaBody = msgspec.field(default_factory=MessageDeltaBody)
+    usage: MessageUsage | None = None
+
+
+class MessageStopEvent(TaggedModel, tag="message_stop"):
+    """Ends the stream."""
+
+
+class ErrorBody(Model):
+    type: str | None = None
+    message: str | None = None
+
+
+class MessageErrorEvent(TaggedModel, tag="error"):
+    """An error (`overloaded_error`, say); the stream raises `StreamAPIError`."""
+
+    error: ErrorBody = msgspec.field(default_factory=ErrorBody)
+
+
+MessageStreamEvent: TypeAlias = (
+    MessageStartEvent
+    | ContentBlockStartEvent
+    | ContentBlockDeltaEvent
+    | ContentBlockStopEvent
+    | MessageDeltaEvent
+    | MessageStopEvent
+    | MessageErrorEvent
+)
+"""Every event type of a Messages stream that streamkit knows (but `ping`, which is skipped)."""
+
+MessageEvent: TypeAlias = MessageStreamEvent | UnknownEvent
+"""What a `MessageStream` yields."""
+
+
+# Accumulating
+
+_INPUT_BLOCKS = (ToolUseBlock, ServerToolUseBlock)
+
+
+class _BlockParts:
+    """One content block: the block as it started, and what its deltas add until it stops."""
+
+    __slots__ = ("block", "citations", "pieces", "signature", "stopped")
+
+    def __init__(self, block: ContentBlock) -> None:
+        self.block = block
+        self.pieces: list[str] = []  # text, thinking, or tool input JSON
+        self.signature: str | None = None
+        self.citations: list[dict[str, Any]] | None = None
+        self.stopped: ContentBlock | None = None  # the whole block, once `content_block_stop` came
+
+    def add(self, delta: Delta | None) -> None:
+        if isinstance(delta, TextDelta):
+            self.pieces.append(delta.text)
+        elif isinstance(delta, InputJSONDelta):
+            self.pieces.append(delta.partial_json)
+        elif isinstance(delta, ThinkingDelta):
+            self.pieces.append(delta.thinking)
+        elif isinstance(delta, SignatureDelta):
+            self.signature = delta.signature
+        elif isinstance(delta, CitationsDelta) and delta.citation is not None:
+            self.citations = [*(self.citations or []), delta.citation]
+
+    def build(self) -> ContentBlock:
+        if self.stopped is not None:
+            return self.stopped
+        block = self.block
+        if isinstance(block, TextBlock):
+            citations = self.citations if self.citations is not None else block.citations
+            return replace(
+                block,
+                text=block.text + "".join(self.pieces),
+                citations=None if citations is None else list(citations),
+            )
+        if isinstance(block, ThinkingBlock):
+            signature = self.signature if self.signature is not None else block.signature
+            return replace(block, thinking=block.thinking + "".join(self.pieces), signature=signature)
+        if isinstance(block, _INPUT_BLOCKS) and self.pieces:
+            return replace(block, input=_parsed("".join(self.pieces)))
+        return block
+
+    def stop(self) -> None:
+        # Tool input is parsed once, here, however many fragments it came in.
+        self.stopped = self.build()
+
+
+def _parsed(text: str) -> Any:
+    """JSON input, or the raw text where it is not valid JSON (fine-grained tool streaming sends such)."""
+    try:
+        return msgspec.json.decode(text)
+    except (msgspec.DecodeError, RecursionError):
+        return text
+
+
+class MessageAccumulator:
+    """Merges a Messages stream's events into a `Message`.
+
+        acc = MessageAccumulator()
+        for event in events:
+            acc.add(event)
+        message = acc.final()
+
+    `snapshot` is the message so far, at any point.
+    """
+
+    __slots__ = ("_blocks", "_events", "_message", "_stop_reason", "_stop_sequence", "_usage")
+
+    def __init__(self) -> None:
+        self._message = Message()  # as message_start gave it
+        self._blocks: dict[int, _BlockParts] = {}
+        self._stop_reason: str | None = None
+        self._stop_sequence: str | None = None
+        self._usage: dict[str, Any] = {}
+        self._events = 0
+
+    @property
+    def events(self) -> int:
+        """How many events were added."""
+        return self._events
+
+    @property
+    def output_tokens(self) -> int | None:
+        """`usage.output_tokens`, as `message_delta` last updated it."""
+        value = self._usage.get("output_tokens")
+        return value if isinstance(value, int) else None
+
+    @property
+    def input_tokens(self) -> int | None:
+        """`usage.input_tokens` (without the cached part, as Anthropic counts it)."""
+        value = self._usage.get("input_tokens")
+        return value if isinstance(value, int) else None
+
+    def add(self, event: MessageStreamEvent | UnknownEvent) -> None:
+        """Merge one event."""
+        self._events += 1
+        if isinstance(event, ContentBlockDeltaEvent):
+            parts = self._blocks.get(event.index)
+            if parts is None:  # a delta for a block that never started: a text block, as most are
+                parts = self._blocks[event.index] = _BlockParts(TextBlock())
+            parts.add(event.delta)
+        elif isinstance(event, ContentBlockStartEvent):
+            block = event.content_block if event.content_block is not None else TextBlock()
+            self._blocks[event.index] = _BlockParts(block)
+        elif isinstance(event, ContentBlockStopEvent):
+            parts = self._blocks.get(event.index)
+            if parts is not None:
+                parts.stop()
+        elif isinstance(event, MessageStartEvent):
+            self._message = event.message
+            self._update_usage(event.message.usage)
+        elif isinstance(event, MessageDeltaEvent):
+            if event.delta.stop_reason is not None:
+                self._stop_reason = event.delta.stop_reason
+            if event.delta.stop_sequence is not None:
+                self._stop_sequence = event.delta.stop_sequence
+            self._update_usage(event.usage)
+
+    def _update_usage(self, usage: MessageUsage | None) -> None:
+        if usage is not None:
+            self._usage.update((k, v) for k, v in msgspec.structs.asdict(usage).items() if v is not None)
+
+    @property
+    def snapshot(self) -> Message:
+        """The message accumulated so far (a new object each time)."""
+        message = self._message
+        return replace(
+            message,
+            content=[self._blocks[i].build() for i in sorted(self._blocks)] or list(message.content),
+            stop_reason=self._stop_reason or message.stop_reason,
+            stop_sequence=self._stop_sequence or message.stop_sequence,
+            usage=msgspec.convert(self._usage, MessageUsage) if self._usage else None,
+        )
+
+    def final(self) -> Message:
+        """The message once every event has been added (the same as `snapshot`, by name of intent)."""
+        return self.snapshot
+
+    def is_finished(self) -> bool:
+        """Whether a `stop_reason` came: a body that ends here ends normally, `message_stop` or not."""
+        return self._stop_reason is not None or self._message.stop_reason is not None
+
+
+# The rules
+
+_EVENT_TYPES: tuple[type[Any], ...] = MessageStreamEvent.__args__
+_TOKEN_DELTAS = (TextDelta, InputJSONDelta, ThinkingDelta)
+_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+class MessagesApi(Api[MessageEvent, Message]):
+    """The rules of Anthropic Messages (`streamkit.protocols.MESSAGES`)."""
+
+    name = "messages"
+    path = "/messages"
+    provider = "anthropic"
+    final_type = Message
+    tags: ClassVar[frozenset[str]] = frozenset(str(t.__struct_config__.tag) for t in _EVENT_TYPES)
+
+    def __init__(self) -> None:
+        self._decoder = msgspec.json.Decoder(MessageStreamEvent, dec_hook=decode_hook)
+
+    def decode(self, data: bytes, event: str = "message") -> MessageEvent | None:
+        try:
+            decoded: MessageEvent = self._decoder.decode(data)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            return self._decode_slowly(data, event)
+        return decoded
+
+    def _decode_slowly(self, data: bytes, event: str) -> MessageEvent | None:
+        """An event the fast path could not type: a new type, a type given only by the SSE `event:` field,
+        a ping, bytes that are not UTF-8, or data that is no valid event."""
+        text = data.decode("utf-8", "replace")
+        try:
+            obj = msgspec.json.decode(text)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise ChunkDecodeError(f"invalid Messages event: {exc}", raw=text) from exc
+        if not isinstance(obj, dict):
+            raise ChunkDecodeError("invalid Messages event: not a JSON object", raw=text)
+        kind = obj.get("type")
+        if kind is None and event != "message":
+            kind = obj["type"] = event  # the data's type wins, but where it has none the SSE type counts
+        if kind == "ping":
+            return None
+        if not isinstance(kind, str):
+            raise ChunkDecodeError("invalid Messages event: no string `type`", raw=text)
+        if kind not in self.tags:
+            return UnknownEvent(type=kind, raw=text)
+        try:
+            typed: MessageEvent = msgspec.convert(obj, MessageStreamEvent, dec_hook=decode_hook)
+        except (msgspec.ValidationError, RecursionError) as exc:
+            raise ChunkDecodeError(f"invalid {kind} event: {exc}", raw=text) from exc
+        return typed
+
+    def flags(self, item: MessageEvent) -> int:
+        kind = type(item)
+        if kind is ContentBlockDeltaEvent:
+            delta = item.delta  # type: ignore[union-attr]
+            if isinstance(delta, TextDelta):
+                return TOKEN if delta.text else 0
+            if isinstance(delta, InputJSONDelta):
+                return TOKEN if delta.partial_json else 0
+            if isinstance(delta, ThinkingDelta):
+                return TOKEN if delta.thinking else 0
+            return 0
+        if kind is MessageStopEvent:
+            return END
+        if kind is MessageErrorEvent:
+            return ERROR
+        return 0
+
+    def text(self, item: MessageEvent) -> str | None:
+        if type(item) is ContentBlockDeltaEvent and isinstance(item.delta, TextDelta):
+            return item.delta.text
+        return None
+
+    def error(self, item: MessageEvent) -> StreamAPIError:
+        assert isinstance(item, MessageErrorEvent)
+        body = item.to_dict()
+        error = item.error
+        return StreamAPIError(
+            error.message or "the server sent an error event",
+            raw=msgspec.json.encode(body).decode(),
+            body=body,
+            type=error.type,
+        )
+
+    def accumulator(self) -> MessageAccumulator:
+        return MessageAccumulator()
+
+    def turn(
+        self,
+        model: str,
+        history: list[dict[str, Any]],
+        system: str | None = None,
+        max_tokens: int | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        params = dict(params or {})
+        for name in ("n", "seed"):
+            if params.get(name) is not None:
+                raise ValueError(f"Anthropic Messages have no {name!r}")
+        stop = params.pop("stop", None)
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": history,
+            "system": system,
+            # Anthropic requires a token limit; 1024 is what its own examples ask.
+            "max_tokens": max_tokens if max_tokens is not None else params.pop("max_tokens", 1024),
+            "stop_sequences": [stop] if isinstance(stop, str) else stop,
+            **params,
+        }
+        return {k: v for k, v in body.items() if v is not None}
+
+    def reply(self, final: Message) -> list[dict[str, Any]]:
+        blocks = [block.to_dict() for block in final.content if isinstance(block, Model)]
+        return [{"role": "assistant", "content": blocks}] if blocks else []
+
+    # The built-in server's side
+
+    error_forms = ("event",)
+    malformed = b'{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "tru'
+
+    def parse_request(self, body: dict[str, Any], model: str) -> Script:
+        check_model(body, model)
+        stream = bool(check_type(body, "stream", bool))
+        if body.get("max_tokens") is None:
+            raise RequestError(400, "max_tokens: Field required", "max_tokens")
+        max_tokens = check_range(body, "max_tokens", int, 1)
+        messages = body.get("messages")
+        if messages is None:
+            raise RequestError(400, "messages: Field required", "messages")
+        check_type(body, "messages", list)
+        if not messages:
+            raise RequestError(400, "messages: at least one message is required", "messages")
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+                raise RequestError(
+                    400, f"messages.{i}.role: Input should be 'user' or 'assistant'", f"messages.{i}.role"
+                )
+        system = check_type(body, "system", str, list)
+        check_range(body, "temperature", float, 0, 1)
+        check_range(body, "top_p", float, 0, 1)
+        check_range(body, "top_k", int, 0)
+        check_type(body, "metadata", dict)
+        stop = check_stop(check_type(body, "stop_sequences", list), "stop_sequences")
+        tools = check_type(body, "tools", list) or []
+        for i, tool in enumerate(tools):
+            if not isinstance(tool, dict) or not tool.get("name"):
+                raise RequestError(400, f"tools.{i}.name: Field required", f"tools.{i}.name")
+        choice = check_type(body, "tool_choice", dict) or {"type": "auto"}
+        if choice.get("type") not in ("auto", "any", "tool", "none"):
+            raise RequestError(400, "tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'")
+        named = [Tool(t["name"], t.get("input_schema") or {}) for t in tools if "input_schema" in t]
+        if choice.get("type") == "tool":
+            named = [t for t in named if t.name == choice.get("name")]
+        thinking = check_type(body, "thinking", dict)
+        if thinking is not None and thinking.get("type") not in ("enabled", "disabled"):
+            raise RequestError(400, "thinking.type: Input should be 'enabled' or 'disabled'", "thinking.type")
+        parallel = not choice.get("disable_parallel_tool_use", False)
+        return Script(
+            model,
+            prompt_tokens=word_count(messages) + word_count(system),
+            max_tokens=max_tokens,
+            stop=stop,
+            tools=[] if choice.get("type") == "none" else named if parallel else named[:1],
+            include_usage=True,
+            stream=stream,
+            request=body,
+        )
+
+    def render(self, script: Script, answers: list[Answer], tokens_per_chunk: int) -> Plan:
+        (a,) = answers
+
+        def event(type: str, *, tokens: int = 0, **fields: Any) -> Frame:
+            return Frame({"type": type, **fields}, type, tokens)
+
+        id = new_id("msg_")
+        usage = {
+            "input_tokens": script.prompt_tokens,
+            "output_tokens": 1,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        }
+        message: dict[str, Any] = {
+            "id": id,
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "model": script.model,
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        frames = [event("message_start", message=message), event("ping")]
+        index = itertools.count()
+        output_tokens = a.output_tokens
+        thinking = script.request.get("thinking")
+        if isinstance(thinking, dict) and thinking.get("type") == "enabled":
+            # A thought before the answer: the answer's own first words, as the scripted model has no other.
+            i = next(index)
+            thought = a.tokens[:4] or ["Let", " me", " think"]
+            frames.append(
+                event("content_block_start", index=i, content_block={"type": "thinking", "thinking": ""})
+            )
+            frames += [
+                event(
+                    "content_block_delta",
+                    tokens=len(g),
+                    index=i,
+                    delta={"type": "thinking_delta", "thinking": "".join(g)},
+                )
+                for g in groups(thought, tokens_per_chunk)
+            ]
+            signature = {"type": "signature_delta", "signature": new_id("sig_")}
+            frames.append(event("content_block_delta", index=i, delta=signature))
+            frames.append(event("content_block_stop", index=i))
+            output_tokens += len(thought)
+        if a.tokens:
+            i = next(index)
+            frames.append(event("content_block_start", index=i, content_block={"type": "text", "text": ""}))
+            frames += [
+                event(
+                    "content_block_delta",
+                    tokens=len(g),
+                    index=i,
+                    delta={"type": "text_delta", "text": "".join(g)},
+                )
+                for g in groups(a.tokens, tokens_per_chunk)
+            ]
+            frames.append(event("content_block_stop", index=i))
+        for call in a.calls:
+            i = next(index)
+            block = {
+                "type": "tool_use",
+                "id": call.id.replace("call_", "toolu_"),
+                "name": call.name,
+                "input": {},
+            }
+            frames.append(event("content_block_start", index=i, content_block=block))
+            frames.append(
+                event("content_block_delta", index=i, delta={"type": "input_json_delta", "partial_json": ""})
+            )
+            frames += [
+                event(
+                    "content_block_delta",
+                    tokens=len(g),
+                    index=i,
+                    delta={"type": "input_json_delta", "partial_json": "".join(g)},
+                )
+                for g in groups(call.pieces, tokens_per_chunk)
+            ]
+            frames.append(event("content_block_stop", index=i))
+        stop_reason = "stop_sequence" if a.stop_sequence else _STOP_REASONS[a.finish]
+        delta = {"stop_reason": stop_reason, "stop_sequence": a.stop_sequence}
+        frames.append(event("message_delta", delta=delta, usage={"output_tokens": output_tokens}))
+        return Plan(id, frames, [event("message_stop")], output_tokens)
+
+    def error_body(self, error: RequestError) -> dict[str, Any]:
+        kind = _ERROR_TYPES.get(error.status, "api_error" if error.status >= 500 else "invalid_request_error")
+        return {"type": "error", "error": {"type": kind, "message": error.message}}
+
+    def fault_error(self, status: int) -> RequestError:
+        messages = {429: "Number of requests has exceeded your rate limit.", 529: "Overloaded"}
+        return RequestError(
+            status, messages.get(status, "Internal server error" if status >= 500 else "Invalid request")
+        )
+
+    def error_frames(self, form: str, plan: Plan, sent: int) -> list[Frame]:
+        # event: an `error` event, as Anthropic sends when it is overloaded mid-stream.
+        error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+        return [Frame(error, "error")]
+
+
+MESSAGES = MessagesApi()
