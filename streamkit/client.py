@@ -12,6 +12,8 @@ request with the API's path and provider (`streamkit.protocols`) and returns the
 Retries happen only before a 2xx response head has arrived: after a connection error, or a 408, 409, 429 or
 5xx answer. The wait is full-jitter exponential backoff (0.5 s doubling up to 8 s), or what the server asks in
 `retry-after-ms` or `Retry-After`, up to 60 s; a server that asks for longer gets its error raised at once.
+A request that failed on a stale pooled connection (`TransportError.stale`) is sent again at once on a fresh
+one, and that is no retry: the metrics count it in `attempts` and in `call_ttft`.
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ RETRY_AFTER_CAP = 60.0  # a server asking for a longer wait gets its error raise
 # start of an HTML page to say what sent it.
 ERROR_BODY_LIMIT = 64 * 1024
 RAW_PREVIEW = 1024
+# A request that fails on a stale pooled connection is sent again at once, and not counted as a retry (see
+# `TransportError.stale`). Each such failure drops one pooled connection, so a run of them ends; this bound
+# only keeps a broken transport from looping.
+STALE_RESENDS = 64
 
 
 @dataclass(frozen=True)
@@ -336,20 +342,23 @@ class AsyncClient:
             self._transport_name == "aiohttp" or getattr(self._transport, "asyncio_only", False)
         ) and sniffio.current_async_library() != "asyncio":
             raise RuntimeError("the aiohttp transport runs on asyncio only; use transport='httpx' under trio")
-        attempt = 0
+        attempt = resent = 0
         call_started = perf_counter()
         with anyio.move_on_at(total_deadline if total_deadline is not None else math.inf) as scope:
             while True:
                 sent, sent_loop = perf_counter(), anyio.current_time()
                 try:
                     response = await self._transport.send(request)
-                except (ConnectError, ConnectTimeout, ReadError):
+                except (ConnectError, ConnectTimeout, ReadError) as exc:
+                    if exc.stale and resent < STALE_RESENDS:
+                        resent += 1
+                        continue
                     if attempt >= self.max_retries:
                         raise
                     wait = _backoff(attempt)
                 else:
                     if 200 <= response.status < 300:
-                        metrics = StreamMetrics(sent, perf_counter(), call_started, attempt + 1)
+                        metrics = StreamMetrics(sent, perf_counter(), call_started, attempt + resent + 1)
                         return response, metrics, sent_loop
                     error = await self._status_error(response)
                     if response.status not in RETRY_STATUSES and not 500 <= response.status < 600:

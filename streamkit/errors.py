@@ -184,7 +184,14 @@ class StreamAPIError(APIError):
 
 
 class TransportError(StreamkitError):
-    """The connection failed: it could not be opened, or broke while reading."""
+    """The connection failed: it could not be opened, or broke while reading.
+
+    `stale` is true where a request failed on a pooled connection that the server had already closed, before
+    any byte of its answer: a keep-alive connection the server gave up on. The request never reached the
+    server, so the client sends it again at once, on a fresh connection, and that does not count as a retry.
+    """
+
+    stale: bool = False
 
 
 class ConnectError(TransportError):

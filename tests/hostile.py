@@ -113,6 +113,9 @@ class Script:
 
     steps: Sequence[Step]
     read_body: bool = True
+    one_per_connection: bool = False
+    """Answer the first request of a connection only, then close it when the next one arrives, unanswered:
+    a keep-alive connection that the server gave up on while the client kept it in its pool."""
 
 
 NOT_FOUND = Script([Send(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")])
@@ -220,11 +223,13 @@ class HostileServer:
         self.accepted += 1
         self.open += 1
         try:
-            while True:
+            for served in itertools.count():
                 request_head = await reader.readuntil(b"\r\n\r\n")
                 name, length = _parse(request_head)
                 script = self._scripts.get(name, NOT_FOUND)
                 self.requests[name] += 1
+                if script.one_per_connection and served:
+                    raise _Closed
                 if script.read_body and length:
                     await reader.readexactly(length)
                 await self._play(script.steps, reader, writer)

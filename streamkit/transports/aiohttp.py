@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import Mapping
+from types import SimpleNamespace
 
 import aiohttp
 from aiohttp.http_exceptions import HttpProcessingError
@@ -66,6 +67,23 @@ def _mapped(exc: BaseException) -> StreamkitError | None:
             )
             return ours(f"{what}: {detail or type(exc).__name__}")
     return None
+
+
+class _Attempt:
+    """One request's trace context: whether aiohttp sent it on a connection from its pool."""
+
+    __slots__ = ("reused",)
+
+    def __init__(self) -> None:
+        self.reused = False
+
+
+async def _on_reuse(
+    session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceConnectionReuseconnParams
+) -> None:
+    attempt = context.trace_request_ctx
+    if isinstance(attempt, _Attempt):
+        attempt.reused = True
 
 
 def _retrieve(lost: asyncio.Future[None]) -> None:
@@ -159,8 +177,13 @@ class AiohttpTransport:
 
     def _open_session(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+        # Whether a request went out on a pooled connection tells a stale one (see `TransportError.stale`).
+        trace = aiohttp.TraceConfig()
+        trace.on_connection_reuseconn.append(_on_reuse)
         # No cookies: an API client must not carry state from one answer into the next request.
-        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+        return aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trace_configs=[trace]
+        )
 
     async def send(self, request: Request) -> AiohttpResponse:
         session = self._session
@@ -174,14 +197,23 @@ class AiohttpTransport:
         # aiohttp warns (a ResourceWarning) about a body of over 1 MiB given as bytes, and writes a BytesIO in
         # pieces: long prompts, and images in them, make such bodies.
         data = content if len(content) <= _LARGE_BODY else io.BytesIO(content)
+        attempt = _Attempt()
         try:
             response = await session.request(
-                request.method, request.url, data=data, headers=request.headers, timeout=timeout
+                request.method,
+                request.url,
+                data=data,
+                headers=request.headers,
+                timeout=timeout,
+                trace_request_ctx=attempt,
             )
         except Exception as exc:
             mapped = _mapped(exc)
             if mapped is None:
                 raise
+            if isinstance(mapped, ReadError | ConnectError):
+                # A pooled connection that broke before the answer began: the server had closed it.
+                mapped.stale = attempt.reused
             raise mapped from exc
         if response.status == 101:
             # Switching protocols, which the request never asked for (RFC 9110 §15.2.2): what follows is not

@@ -134,6 +134,19 @@ class HttpxResponse:
         await self.aclose()
 
 
+class _Trace:
+    """httpcore's trace of one request: whether it opened a connection, or took one from the pool."""
+
+    __slots__ = ("connected",)
+
+    def __init__(self) -> None:
+        self.connected = False
+
+    async def __call__(self, event: str, info: Mapping[str, object]) -> None:
+        if event.startswith("connection.connect_tcp."):
+            self.connected = True
+
+
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
     """httpx's default TLS context, made once per process: loading its CA bundle takes tens of milliseconds,
@@ -156,6 +169,7 @@ class HttpxTransport:
     async def send(self, request: Request) -> HttpxResponse:
         timeout = httpx.Timeout(None, connect=request.connect, pool=request.connect, read=request.idle)
         stack = contextlib.AsyncExitStack()
+        trace = _Trace()
         try:
             if request.stream:
                 source = await stack.enter_async_context(
@@ -166,6 +180,7 @@ class HttpxTransport:
                         content=request.content,
                         headers=dict(request.headers),
                         timeout=timeout,
+                        extensions={"trace": trace},
                     )
                 )
                 response = source.response
@@ -177,6 +192,7 @@ class HttpxTransport:
                         content=request.content,
                         headers=request.headers,
                         timeout=timeout,
+                        extensions={"trace": trace},
                     )
                 )
         except Exception as exc:
@@ -185,6 +201,9 @@ class HttpxTransport:
             mapped = _mapped(exc)
             if mapped is None:
                 raise
+            if isinstance(mapped, ReadError | ConnectError):
+                # A pooled connection that broke before the answer began: the server had closed it.
+                mapped.stale = not trace.connected
             raise mapped from exc
         except BaseException:
             with anyio.CancelScope(shield=True):
