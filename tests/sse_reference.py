@@ -49,3 +49,26 @@ def parse(stream: bytes) -> tuple[list[Event], str, int | None]:
         elif field == "retry" and value and all(c in "0123456789" for c in value):
             retry = int(value)
     return events, last_id, retry
+
+
+def overruns(stream: bytes, bound: int) -> bool:
+    """Whether a decoder with `max_event_size=bound` must fail on `stream`: a line (in bytes, the unfinished
+    last one included) or an event's data (in characters, each line plus its LF) over the bound."""
+    if b"\xef\xbb\xbf".startswith(stream):
+        return False  # all of it may yet be the BOM: held, never a line
+    if stream.startswith(b"\xef\xbb\xbf"):
+        stream = stream[3:]
+    lines = re.split(rb"\r\n|\r|\n", stream)
+    if any(len(line) > bound for line in lines):
+        return True
+    size = 0
+    for line in lines[:-1]:
+        if line == b"":
+            size = 0
+            continue
+        field, colon, value = line.decode("utf-8", "replace").partition(":")
+        if field == "data":
+            size += len(value[1:] if value.startswith(" ") else value) + 1
+            if size > bound:
+                return True
+    return False

@@ -240,6 +240,30 @@ def test_snapshot_is_independent_of_later_chunks() -> None:
     assert acc.chunks == 2
 
 
+@pytest.mark.parametrize("path", OPENAI_STREAMS, ids=lambda p: p.stem)
+def test_a_snapshot_never_changes_when_later_chunks_arrive(path: Path) -> None:
+    # Every list a snapshot holds is its own: logprobs (extended as chunks come), tool calls, choices.
+    chunks = chat_chunks_of(path.read_bytes())
+    acc = ChatCompletionAccumulator()
+    snapshots = []
+    for c in chunks:
+        acc.add(c)
+        snapshots.append((acc.snapshot, acc.snapshot.to_dict()))
+    for snapshot, as_taken in snapshots:
+        assert snapshot.to_dict() == as_taken
+
+
+def test_a_legacy_snapshot_never_changes_when_later_chunks_arrive() -> None:
+    acc = CompletionAccumulator()
+    logprobs = {"tokens": ["a"], "token_logprobs": [-1.0], "top_logprobs": [{"a": -1.0}], "text_offset": [0]}
+    acc.add(completion_chunk({"index": 0, "text": "a", "logprobs": logprobs, "finish_reason": None}))
+    before = acc.snapshot
+    as_taken = before.to_dict()
+    acc.add(completion_chunk({"index": 0, "text": "a", "logprobs": logprobs, "finish_reason": "stop"}))
+    assert before.to_dict() == as_taken
+    assert acc.snapshot.to_dict()["choices"][0]["logprobs"]["tokens"] == ["a", "a"]
+
+
 def test_empty_accumulator() -> None:
     acc = ChatCompletionAccumulator()
     assert acc.final().to_dict() == {"object": "chat.completion", "choices": []}

@@ -352,16 +352,21 @@ def test_decoder_equals_reference_model_in_any_chunking(case: tuple[bytes, list[
     assert decoder.retry == expected_retry
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(chunked(), st.integers(1, 64))
-def test_arbitrary_bytes_parse_or_raise_protocol_error(case: tuple[bytes, list[bytes]], bound: int) -> None:
+def test_protocol_error_exactly_when_a_line_or_an_event_is_over_the_bound(
+    case: tuple[bytes, list[bytes]], bound: int
+) -> None:
+    stream, chunks = case
     decoder = SSEDecoder(max_event_size=bound)
     try:
-        for chunk in case[1]:
+        for chunk in chunks:
             decoder.feed(chunk)
         decoder.close()
     except SSEProtocolError:
-        pass
+        assert sse_reference.overruns(stream, bound)
+    else:
+        assert not sse_reference.overruns(stream, bound)
 
 
 @settings(max_examples=1000, deadline=None)

@@ -11,10 +11,12 @@ is an exception is raised by that read instead, so a test can break the connecti
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from streamkit.transports.base import Request
+from streamkit.errors import StreamkitError
+from streamkit.transports.base import DRAIN_BYTES, Request
 
 __all__ = ["MockResponse", "MockTransport"]
 
@@ -50,7 +52,13 @@ class MockResponse:
         self.closed = True
 
     async def release(self) -> None:
+        """As the real transports do after `[DONE]`: read what little follows, a broken connection there
+        costing the connection only, then close."""
         self.released = True
+        drained = 0
+        with contextlib.suppress(StreamkitError):
+            while drained <= DRAIN_BYTES and (data := await self.read()):
+                drained += len(data)
         await self.aclose()
 
 

@@ -197,12 +197,14 @@ async def test_content_types() -> None:
         assert caught.value.raw == '{"choices": []}' and caught.value.content_type == content_type
 
 
-async def test_done_ends_the_stream_and_nothing_after_it_is_read() -> None:
-    never = AssertionError("read past [DONE]")
-    response = MockResponse(200, [sse(ROLE, HELLO, STOP, "[DONE]") + b"data: garbage\n\n", never])
+async def test_done_ends_the_stream_and_nothing_after_it_is_decoded() -> None:
+    # What follows [DONE] is only drained, briefly, to free the connection: never decoded, and a connection
+    # that breaks there costs nothing.
+    broken = streamkit.ReadError("reset after [DONE]")
+    response = MockResponse(200, [sse(ROLE, HELLO, STOP, "[DONE]") + b"data: garbage\n\n", broken])
     client, _ = mock_client(response)
     stream = await client.chat.completions.create(model="m", messages=HI, stream=True)
-    assert len([c async for c in stream]) == 3 and response.released
+    assert len([c async for c in stream]) == 3 and response.released and stream.completed
 
 
 async def test_other_event_types_are_skipped_and_error_events_raise() -> None:
@@ -332,16 +334,61 @@ async def test_a_status_without_json_body() -> None:
 
 
 @pytest.mark.parametrize(
-    "headers",
+    ("headers", "wait"),
     [
-        {"retry-after-ms": "5"},
-        {"Retry-After": "0.01"},
-        {"Retry-After": email.utils.formatdate(time.time(), usegmt=True)},
-        {"Retry-After": "soon"},  # unreadable: ordinary backoff
+        ({"retry-after-ms": "1500"}, 1.5),
+        ({"retry-after-ms": "250", "Retry-After": "9"}, 0.25),  # the ms form wins
+        ({"Retry-After": "2"}, 2.0),
+        ({"Retry-After": "0.5"}, 0.5),
+        ({"Retry-After": "-5"}, 0.0),  # a wait in the past is no wait
+        ({"retry-after-ms": "nan", "Retry-After": "3"}, 3.0),  # an unreadable ms form falls back
+        ({"Retry-After": "nan"}, None),
+        ({"Retry-After": "inf"}, None),
+        ({"Retry-After": "-inf"}, None),
+        ({"Retry-After": "1e400"}, None),
+        ({"Retry-After": "soon"}, None),
+        ({"Retry-After": ""}, None),
+        ({"Retry-After": "Mon, 01 Jan 0001 00:00:00 GMT"}, 0.0),
+        ({}, None),
     ],
 )
-async def test_retry_after_forms(headers: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("streamkit.client.BACKOFF_START", 0.001)
+def test_retry_after_is_read_exactly(headers: dict[str, str], wait: float | None) -> None:
+    from streamkit.client import _retry_after
+
+    lower = {k.lower(): v for k, v in headers.items()}
+    assert _retry_after(lower) == wait
+
+
+def test_retry_after_as_a_date() -> None:
+    from streamkit.client import _retry_after
+
+    in_a_minute = email.utils.formatdate(time.time() + 60, usegmt=True)
+    wait = _retry_after({"retry-after": in_a_minute})
+    assert wait is not None and 58 <= wait <= 60
+
+
+@pytest.mark.parametrize(
+    ("headers", "slept"),
+    [
+        ({"retry-after-ms": "5"}, 0.005),
+        ({"Retry-After": "0.01"}, 0.01),
+        ({"Retry-After": "nan"}, None),  # unreadable: ordinary backoff, within its first step
+        ({"Retry-After": "soon"}, None),
+    ],
+)
+async def test_the_client_sleeps_what_the_server_asked(
+    headers: dict[str, str], slept: float | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anyio
+
+    waits: list[float] = []
+    real_sleep = anyio.sleep
+
+    async def recorded(seconds: float) -> None:
+        waits.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(anyio, "sleep", recorded)
     busy = MockResponse(
         429, b'{"error": {"message": "slow down"}}', {"content-type": "application/json", **headers}
     )
@@ -349,6 +396,19 @@ async def test_retry_after_forms(headers: dict[str, str], monkeypatch: pytest.Mo
     stream = await client.chat.completions.create(model="m", messages=HI, stream=True)
     assert (await stream.get_final_completion()).choices and len(transport.requests) == 2
     assert busy.closed
+    if slept is None:
+        assert len(waits) == 1 and 0 <= waits[0] <= streamkit.client.BACKOFF_START
+    else:
+        assert waits == [slept]
+
+
+async def test_a_connection_broken_after_done_costs_the_connection_not_the_stream() -> None:
+    response = MockResponse(200, [sse(ROLE, HELLO, STOP, "[DONE]"), streamkit.ReadError("reset by peer")])
+    client, _ = mock_client(response)
+    stream = await client.chat.completions.create(model="m", messages=HI, stream=True)
+    final = await stream.get_final_completion()
+    assert final.choices[0].message.content == "Hello" and stream.completed
+    assert response.released and response.closed
 
 
 async def test_max_retries_zero() -> None:
