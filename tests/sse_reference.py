@@ -66,7 +66,7 @@ def overruns(stream: bytes, bound: int) -> bool:
         if line == b"":
             size = 0
             continue
-        field, colon, value = line.decode("utf-8", "replace").partition(":")
+        field, _, value = line.decode("utf-8", "replace").partition(":")
         if field == "data":
             size += len(value[1:] if value.startswith(" ") else value) + 1
             if size > bound:
