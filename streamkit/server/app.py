@@ -51,7 +51,7 @@ class ServerConfig:
     api_key: str | None = None
     timing: Timing = field(default_factory=Timing)
     faults: Faults = field(default_factory=Faults)
-    trace: bool = False  # record when each token chunk was written (ServerStats.traces, GET /streamkit/trace)
+    trace: bool = False  # record when each token event was sent (ServerStats.traces, GET /streamkit/trace)
 
     def __repr__(self) -> str:  # never show the key
         key = "'***'" if self.api_key else "None"
@@ -70,8 +70,8 @@ class ServerStats:
     """The JSON bodies of the last 100 valid requests, newest last: what a test can assert was sent."""
     traces: dict[str, list[float]] | None = None
     """With tracing on (`ServerConfig.trace`): per answer id (a completion's or response's `id`),
-    `time.perf_counter()` right after each token-carrying event was written: the ground truth a benchmark's
-    measurements are checked against."""
+    `time.perf_counter()` as each token-carrying event was handed to the connection: the ground truth a
+    benchmark's measurements are checked against. No reader on this machine can have a token earlier."""
     attempts: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -281,10 +281,12 @@ class _Stream:
                         self.delay(self.timing.ttft if first_token else self.timing.itl * frame.tokens)
                     )
                     first_token = False
-                await self.write(self.event(frame))
-                stats.chunks += 1
+                # Stamped as the bytes are handed to the connection, never after: a client on this machine
+                # (the same clock) cannot have them before this moment, however the two are scheduled.
                 if frame.tokens and stats.traces is not None:
                     stats.traces.setdefault(self.plan.id, []).append(time.perf_counter())
+                await self.write(self.event(frame))
+                stats.chunks += 1
             if await self.fault(len(frames)):
                 return self.response
             if not faults.no_done:
