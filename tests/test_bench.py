@@ -342,6 +342,30 @@ def test_merge_recomputes_from_the_records() -> None:
     assert merged["median_ttft_ms"] == pytest.approx(200.0)
 
 
+def test_merge_keeps_the_floor_and_the_cap_and_takes_files_without_lag(tmp_path: Path) -> None:
+    a, b = fake_run(1000.0, 0.0), fake_run(1005.0, 0.0)
+    a["streamkit"]["calibration_ms"] = {"ttft_p50": 1.0, "ttft_p99": 2.0, "late_p50": 0.1, "late_p99": 0.3}
+    b["streamkit"]["calibration_ms"] = {"ttft_p50": 1.5, "ttft_p99": 1.8, "late_p50": 0.2, "late_p99": 0.2}
+    b["streamkit"]["capped"] = False
+    del b["streamkit"]["lag"]
+    merged = merge_results([a, b])
+    assert merged["streamkit"]["calibration_ms"] == pytest.approx(
+        {"ttft_p50": 1.5, "ttft_p99": 2.0, "late_p50": 0.2, "late_p99": 0.3}
+    )
+    assert merged["streamkit"]["capped"] is False
+    assert merged["streamkit"]["lag"] == a["streamkit"]["lag"]
+    files = []
+    for name, run in (("a", a), ("b", b)):
+        files.append(tmp_path / f"{name}.json")
+        files[-1].write_text(json.dumps(run))
+    result = subprocess.run(
+        [sys.executable, "-m", "streamkit.cli", "bench", "merge", *map(str, files)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Floor: TTFT p50 / p99 (ms):" in result.stdout
+
+
 # The command
 
 

@@ -99,6 +99,7 @@ def result_json(
         "queue_ms": {k: _ms(v) for k, v in summary.queue.items() if k != "count"},
         "loop_lag_ms": {k: _ms(v) for k, v in result.lag_stats.items() if k != "count"},
         "calibration_ms": {k: v * 1000 for k, v in (calibration or {}).items()},
+        "capped": capped,
         "flags": flags(result, summary, capped),
         "lag": result.lag,
         "records": [r.to_dict() for r in result.records],
@@ -127,14 +128,18 @@ def merge_results(results: Sequence[Mapping[str, Any]], slo: Slo | None = None) 
         {
             "records": r["streamkit"]["records"],
             "start_wall": r["streamkit"]["start_wall"],
-            "lag": r["streamkit"]["lag"],
+            "lag": r["streamkit"].get("lag", []),  # older files, and hand-made ones, may have none
         }
         for r in results
     ]
     merged = merge_parts(parts, workers=sum(r["streamkit"].get("workers", 1) for r in results))
     settings = {k: results[0][k] for k in ("model", "base_url", "endpoint_type") if k in results[0]}
     settings["merged_from"] = len(results)
-    return result_json(merged, slo, settings)
+    # Each run's own floor: the worst of them is the floor of the whole, as its stamps are as late as those.
+    floors = [r["streamkit"].get("calibration_ms") or {} for r in results]
+    calibration = {k: max(f[k] for f in floors if k in f) / 1000 for k in set().union(*floors)}
+    capped = all(r["streamkit"].get("capped", True) for r in results)
+    return result_json(merged, slo, settings, calibration or None, capped)
 
 
 def table(result: Mapping[str, Any]) -> str:
@@ -288,7 +293,9 @@ def _png(ttfts: list[float], itls: list[float], over_time: list[tuple[float, flo
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise RuntimeError('a PNG plot needs matplotlib: pip install "streamkit[bench]"') from None
+        raise RuntimeError(
+            'a PNG plot needs matplotlib, from the checkout: .venv/bin/pip install -e ".[bench]"'
+        ) from None
     figure, axes = plt.subplots(1, 3, figsize=(15, 4))
     axes[0].hist(ttfts, bins=40)
     axes[0].set_title("TTFT (ms)")
