@@ -78,6 +78,7 @@ class StreamMetrics:
         "reads",
         "request_sent",
         "token_arrivals",
+        "token_counts",
     )
 
     def __init__(
@@ -93,6 +94,7 @@ class StreamMetrics:
         self.attempts = attempts  # requests sent for this call, the answering one included
         self.arrivals: list[float] = []  # one per item
         self.token_arrivals: list[float] = []  # one per token-carrying item
+        self.token_counts: list[int | None] = []  # the tokens each of those carried, where it says (logprobs)
         self.reads = 0  # reads of the body that brought bytes
         self.completion_tokens: int | None = None  # output tokens from usage, once the stream has ended
         self.prompt_tokens: int | None = None  # input tokens from usage, likewise
@@ -171,6 +173,8 @@ class Stream(Generic[ItemT, FinalT]):
         "_redact",
         "_response",
         "_token_arrived",
+        "_token_count",
+        "_token_counted",
         "_total_deadline",
         "metrics",
     )
@@ -206,6 +210,8 @@ class Stream(Generic[ItemT, FinalT]):
         self._keep = self._pending.append
         self._arrived = metrics.arrivals.append
         self._token_arrived = metrics.token_arrivals.append
+        self._token_count = self.api.token_count
+        self._token_counted = metrics.token_counts.append
 
     # The public surface
 
@@ -380,6 +386,7 @@ class Stream(Generic[ItemT, FinalT]):
                     raise error
                 if flags & TOKEN:
                     self._token_arrived(now)
+                    self._token_counted(self._token_count(item))
                     if self._first_token_deadline is not None:
                         self._first_token_deadline = None
                         self._deadline = self._total_deadline

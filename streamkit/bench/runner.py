@@ -70,40 +70,44 @@ class RunResult:
         return describe(self.lag)
 
 
-class _Tally:
-    """What the bench keeps of each token-carrying item as it is read: its token count where the item says
-    (logprobs), and a text-length estimate."""
-
-    __slots__ = ("counts", "estimate")
-
-    def __init__(self) -> None:
-        self.counts: list[int | None] = []
-        self.estimate = 0
+def _generated_chars(final: object) -> int:
+    """The characters a chat or legacy answer generated (text, reasoning, refusals, tool arguments): what N is
+    estimated from when the server sent no usage. Other APIs always send usage."""
+    if isinstance(final, Completion):
+        return sum(len(c.text) for c in final.choices)
+    if isinstance(final, ChatCompletion):
+        size = 0
+        for choice in final.choices:
+            message = choice.message
+            for text in (message.content, message.reasoning_content, message.reasoning, message.refusal):
+                size += len(text or "")
+            for call in message.tool_calls or []:
+                if call.function is not None:
+                    size += len(call.function.arguments or "") + len(call.function.name or "")
+        return size
+    return 0
 
 
 def record_stream(
-    record: RequestRecord,
-    stream: Stream[Any, Any],
-    tally: _Tally,
-    origin: float,
-    max_tokens: int | None = None,
+    record: RequestRecord, stream: Stream[Any, Any], origin: float, max_tokens: int | None = None
 ) -> None:
-    """Fill `record` from a stream that ended (its metrics stamp each token-carrying item at its read) and
-    the tally of its token items.
+    """Fill `record` from a stream that ended: its metrics stamp each token-carrying item at its read, with
+    the tokens it carried where it says; its aggregate gives the usage, the finish and the id.
 
     Without usage, N is counted: exactly from logprobs; else, for a single choice that finished for `length`,
     as the request's `max_tokens` (the limit it reached); else estimated from the text, 4 characters a token.
     Either way the record says that N is the client's (`tokens_estimated`)."""
     metrics = stream.metrics
     record.t0 = metrics.request_sent - origin
-    record.token_times = [t - metrics.request_sent for t in metrics.token_arrivals]
+    sent = metrics.request_sent
+    record.token_times = [t - sent for t in metrics.token_arrivals]
     record.output_tokens = metrics.completion_tokens
     record.prompt_tokens = metrics.prompt_tokens
     final = stream.snapshot
     if record.error is None and metrics.chunks and not stream.is_finished():
         record.error = "Unfinished"  # a server that ends a stream with [DONE] when it gives up on a request
         record.error_message = "the stream ended before the answer was whole"
-    counts = tally.counts
+    counts = metrics.token_counts
     known = [c for c in counts if c is not None]
     if len(known) == len(counts):
         record.token_counts = known
@@ -113,7 +117,8 @@ def record_stream(
             "length"
         ]
         limit = max_tokens if cut else None
-        record.counted_tokens = tally.estimate if limit is None else limit
+        estimate = max(len(counts), round(_generated_chars(final) / 4))
+        record.counted_tokens = estimate if limit is None else limit
         n = record.output_tokens if record.output_tokens is not None else limit
         if n == len(counts):
             record.token_counts = [1] * len(counts)
@@ -125,26 +130,21 @@ def record_stream(
 async def send_one(
     client: streamkit.AsyncClient, config: LoadConfig, request: BenchRequest, t_sched: float, origin: float
 ) -> RequestRecord:
-    """Send one streamed request and record it; errors are recorded, not raised."""
+    """Send one streamed request and record it; errors are recorded, not raised. The stream is read to its
+    end without the bench touching its items: the stream's own stamps and aggregate are all it needs."""
     record = RequestRecord(t_sched=t_sched, t0=perf_counter() - origin, input_len=request.input_len)
     api = APIS[config.api]
-    body = api.ask_usage({"model": config.model, **request.body})
     stream: Stream[Any, Any] | None = None
-    tally = _Tally()
     try:
-        stream = await client.stream(api, body)
-        carries_token, token_count, text = stream.carries_token, api.token_count, api.text
+        stream = await client.stream(api, api.ask_usage({"model": config.model, **request.body}))
         async with stream:
-            async for item in stream:
-                if carries_token(item):
-                    tally.counts.append(token_count(item))
-                    tally.estimate += max(1, round(len(text(item) or "") / 4))
+            await stream.get_final()
     except streamkit.StreamkitError as exc:
         record.error = type(exc).__name__
         record.error_message = str(exc)[:200]
     if stream is not None:
         limit = request.body.get("max_tokens", request.body.get("max_completion_tokens"))
-        record_stream(record, stream, tally, origin, limit if isinstance(limit, int) else None)
+        record_stream(record, stream, origin, limit if isinstance(limit, int) else None)
     return record
 
 
