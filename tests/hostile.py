@@ -337,13 +337,13 @@ async def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def no_leaks(server: HostileServer, anyio_backend: str) -> AsyncIterator[None]:
+async def no_leaks(server: HostileServer, anyio_backend_name: str) -> AsyncIterator[None]:
     """Check, after the block, that the server saw every connection closed, and that no socket and no asyncio
     task is left over from it."""
     sockets = open_sockets()
-    tasks = len(asyncio.all_tasks()) if anyio_backend == "asyncio" else 0
+    tasks = len(asyncio.all_tasks()) if anyio_backend_name == "asyncio" else 0
     yield
     assert await wait_for(lambda: server.open == 0), f"{server.open} connections left open"
     assert await wait_for(lambda: open_sockets() <= sockets), (sockets, open_sockets())
-    if anyio_backend == "asyncio":  # under trio, structured concurrency leaves no task behind by design
+    if anyio_backend_name == "asyncio":  # under trio, structured concurrency leaves no task behind by design
         assert await wait_for(lambda: len(asyncio.all_tasks()) <= tasks), asyncio.all_tasks()

@@ -69,6 +69,10 @@ def _mapped(exc: BaseException) -> StreamkitError | None:
     return None
 
 
+# How a connection that the server closed breaks a request sent on it.
+_BROKEN = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
 class _Attempt:
     """One request's trace context: whether aiohttp sent it on a connection from its pool."""
 
@@ -211,9 +215,9 @@ class AiohttpTransport:
             mapped = _mapped(exc)
             if mapped is None:
                 raise
-            if isinstance(mapped, ReadError | ConnectError):
+            if attempt.reused and isinstance(exc, _BROKEN) and isinstance(mapped, ReadError):
                 # A pooled connection that broke before the answer began: the server had closed it.
-                mapped.stale = attempt.reused
+                mapped.stale = True
             raise mapped from exc
         if response.status == 101:
             # Switching protocols, which the request never asked for (RFC 9110 §15.2.2): what follows is not

@@ -134,6 +134,10 @@ class HttpxResponse:
         await self.aclose()
 
 
+# How a connection that the server closed breaks a request sent on it.
+_BROKEN = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
 class _Trace:
     """httpcore's trace of one request: whether it opened a connection, or took one from the pool."""
 
@@ -201,9 +205,9 @@ class HttpxTransport:
             mapped = _mapped(exc)
             if mapped is None:
                 raise
-            if isinstance(mapped, ReadError | ConnectError):
+            if not trace.connected and isinstance(exc, _BROKEN) and isinstance(mapped, ReadError):
                 # A pooled connection that broke before the answer began: the server had closed it.
-                mapped.stale = not trace.connected
+                mapped.stale = True
             raise mapped from exc
         except BaseException:
             with anyio.CancelScope(shield=True):

@@ -1,4 +1,5 @@
-"""The client suite runs once per (event loop, transport): asyncio with aiohttp and httpx, trio with httpx."""
+"""The client suite runs once per (event loop, transport): asyncio and asyncio on uvloop, each with aiohttp and
+httpx, and trio with httpx (aiohttp runs on asyncio only)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,19 @@ import streamkit
 from streamkit.server import ServerThread
 from tests.hostile import HostileServer
 
-CASES = [("asyncio", "aiohttp"), ("asyncio", "httpx"), ("trio", "httpx")]
+CASES = [
+    ("asyncio", "aiohttp"),
+    ("uvloop", "aiohttp"),
+    ("asyncio", "httpx"),
+    ("uvloop", "httpx"),
+    ("trio", "httpx"),
+]
+# anyio's own matrix: asyncio, asyncio on uvloop, trio.
+BACKENDS: dict[str, str | tuple[str, dict[str, object]]] = {
+    "asyncio": "asyncio",
+    "uvloop": ("asyncio", {"use_uvloop": True}),
+    "trio": "trio",
+}
 HI = [{"role": "user", "content": "hi"}]
 
 
@@ -21,8 +34,8 @@ def case(request: pytest.FixtureRequest) -> tuple[str, str]:
 
 
 @pytest.fixture
-def anyio_backend(case: tuple[str, str]) -> str:
-    return case[0]
+def anyio_backend(case: tuple[str, str]) -> str | tuple[str, dict[str, object]]:
+    return BACKENDS[case[0]]
 
 
 @pytest.fixture

@@ -599,9 +599,9 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
-async def nothing_left(hostile_server: HostileServer, anyio_backend: str) -> AsyncIterator[None]:
+async def nothing_left(hostile_server: HostileServer, anyio_backend_name: str) -> AsyncIterator[None]:
     """After each test: the server saw every connection closed, and no socket or asyncio task is left."""
-    async with no_leaks(hostile_server, anyio_backend):
+    async with no_leaks(hostile_server, anyio_backend_name):
         yield
 
 

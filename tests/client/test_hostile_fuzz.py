@@ -91,8 +91,8 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
-async def nothing_left(hostile_server: HostileServer, anyio_backend: str) -> AsyncIterator[None]:
-    async with no_leaks(hostile_server, anyio_backend):
+async def nothing_left(hostile_server: HostileServer, anyio_backend_name: str) -> AsyncIterator[None]:
+    async with no_leaks(hostile_server, anyio_backend_name):
         yield
 
 
