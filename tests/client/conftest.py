@@ -1,5 +1,5 @@
-"""The client suite runs once per (event loop, transport): asyncio and asyncio on uvloop, each with aiohttp and
-httpx, and trio with httpx (aiohttp runs on asyncio only)."""
+"""The client suite runs once per (event loop, transport): asyncio and asyncio on uvloop, each with aiohttp
+and httpx, and trio with httpx (aiohttp runs on asyncio only)."""
 
 from __future__ import annotations
 
