@@ -3,11 +3,13 @@ merging, and accuracy against the built-in server's known timing."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import itertools
 import json
 import math
+import os
 import pickle
 import signal
 import statistics
@@ -37,7 +39,7 @@ from streamkit.bench import (
     summarize,
 )
 from streamkit.bench.report import merge_results, result_json, table
-from streamkit.bench.runner import RunResult, send_one
+from streamkit.bench.runner import RunResult, merge_parts, send_one
 from streamkit.protocols import CHAT, COMPLETIONS
 from streamkit.server import ServerProcess, ServerThread
 from streamkit.transports.mock import MockResponse, MockTransport
@@ -365,6 +367,60 @@ def test_merge_keeps_the_floor_and_the_cap_and_takes_files_without_lag(tmp_path:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "Floor: TTFT p50 / p99 (ms):" in result.stdout
+
+
+def test_token_gaps_inside_one_read_mark_itl_and_tpot() -> None:
+    # Two of the four gaps between token events are zero: those tokens came in one read.
+    records = [RequestRecord(0.0, 0.0, [0.1, 0.1, 0.12, 0.12, 0.14], [1] * 5, 5)]
+    result = result_json(RunResult(records, 1.0, 1000.0, [0.001]), settings={"model": "m"})
+    assert result["streamkit"]["coalesced_token_gaps"] == 0.5 and result["streamkit"]["itl_tpot_coalesced"]
+    text = table(result)
+    assert "Inter-token Latency [reads coalesced: not the server's]" in text
+    assert "Time per Output Token (excl. 1st token) [reads coalesced: not the server's]" in text
+    assert "Time to First Token [" not in text
+    assert any("inside one read" in flag for flag in result["streamkit"]["flags"])
+    clean = [RequestRecord(0.0, 0.0, [0.1, 0.11, 0.12], [1] * 3, 3)]
+    assert not result_json(RunResult(clean, 1.0, 1000.0, [0.001]))["streamkit"]["itl_tpot_coalesced"]
+
+
+def test_each_worker_reports_its_own_lag_and_events_per_read() -> None:
+    parts = [
+        {
+            "records": [dict(RequestRecord(0.0, 0.0, [0.1], [1], 1, chunks=4, reads=2).to_dict(), worker=w)],
+            "start_wall": 1000.0,
+            "lag": [0.001 * (w + 1)] * 10,
+            "worker": w,
+            "loop": "uvloop",
+        }
+        for w in (0, 1)
+    ]
+    merged = merge_parts(parts)
+    result = result_json(merged)
+    stats = result["streamkit"]["worker_stats"]
+    assert [s["worker"] for s in stats] == [0, 1]
+    assert [s["loop_lag_ms"]["p99"] for s in stats] == pytest.approx([1.0, 2.0])
+    assert [s["events_per_read"] for s in stats] == [2.0, 2.0]
+    assert result["streamkit"]["loop"] == "uvloop"
+    assert "worker 1: lag p99 / max (ms), events/read:" in table(result)
+
+
+def test_workers_auto_and_the_loop_option() -> None:
+    from streamkit.bench.cli import _workers
+    from streamkit.bench.runner import event_loop, run_in_loop
+
+    assert _workers("auto") == len(os.sched_getaffinity(0)) and _workers("3") == 3
+    with pytest.raises(argparse.ArgumentTypeError):
+        _workers("0")
+    assert event_loop("auto") == "uvloop"  # the dev install has the bench extra's uvloop
+    assert event_loop("asyncio") == "asyncio"
+
+    async def which() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert "uvloop" in run_in_loop(which(), "uvloop")
+    assert "uvloop" not in run_in_loop(which(), "asyncio")
+    with pytest.raises(ValueError, match="unknown event loop"):
+        run_in_loop(which(), "tokio")
 
 
 # The command

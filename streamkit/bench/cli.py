@@ -8,7 +8,6 @@ streamkit bench merge a.json b.json --output all.json
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -18,7 +17,7 @@ from typing import Any
 
 from streamkit.bench.metrics import RequestRecord, Slo
 from streamkit.bench.report import load_result, merge_results, plot, result_json, save_requests, table
-from streamkit.bench.runner import LoadConfig, RunResult, calibrate, run_load, run_workers
+from streamkit.bench.runner import LoadConfig, RunResult, calibrate, run_in_loop, run_load, run_workers
 from streamkit.bench.workload import Requests, generated_requests, load_requests
 from streamkit.protocols import APIS
 
@@ -53,7 +52,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     load.add_argument("--num-requests", type=int, default=100)
     load.add_argument("--duration", type=float, help="stop sending after this many seconds")
     load.add_argument("--warmup", type=int, default=0, help="requests sent first and not measured")
-    load.add_argument("--workers", type=int, default=1, help="spread the load over K processes")
+    load.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        help="spread the load over K processes, one event loop each; auto: one per core this process may use",
+    )
+    load.add_argument(
+        "--loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="each process's event loop (default: uvloop where installed, the `bench` extra)",
+    )
     load.add_argument("--seed", type=int, default=0)
     load.add_argument("--timeout", type=float, default=600.0, help="per-request limit in seconds")
     data = p.add_argument_group("requests")
@@ -70,6 +80,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     out.add_argument("--plot", type=Path, help="write plots to a .html or .png file")
     out.add_argument("--no-calibrate", action="store_true", help="skip measuring the client's own floor")
     out.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def _workers(value: str) -> int:
+    """`--workers`: a count, or `auto` for the cores this process may run on."""
+    if value == "auto":
+        return max(
+            1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        )
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of workers, nor auto") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError("--workers must be at least 1")
+    return count
 
 
 def _fail(message: str) -> int:
@@ -126,9 +151,9 @@ def _run(args: argparse.Namespace, slo: Slo | None, extra: dict[str, Any]) -> in
         config = LoadConfig(
             base_url=base_url, model=model, api_key=api_key, api=args.api, concurrency=args.concurrency,
             rate=args.rate, burstiness=args.burstiness, duration=args.duration, warmup=args.warmup,
-            seed=args.seed, timeout=args.timeout, transport=args.transport,
+            seed=args.seed, timeout=args.timeout, transport=args.transport, loop=args.loop,
         )  # fmt: skip
-        calibration = None if args.no_calibrate else asyncio.run(calibrate())
+        calibration = None if args.no_calibrate else run_in_loop(calibrate(), args.loop)
         if args.workers > 1:
             result = run_workers(config, requests, args.workers)
         else:
@@ -177,11 +202,11 @@ def _first_model(base_url: str, api_key: str | None) -> str:
 
 def _with_progress(config: LoadConfig, requests: Requests, args: argparse.Namespace) -> RunResult:
     if args.quiet or not sys.stderr.isatty():
-        return asyncio.run(run_load(config, requests))
+        return run_in_loop(run_load(config, requests), config.loop)
     try:
         from rich.progress import Progress
     except ImportError:
-        return asyncio.run(run_load(config, requests))
+        return run_in_loop(run_load(config, requests), config.loop)
     total = None if args.duration is not None else len(requests)
     with Progress(transient=True) as progress:
         task = progress.add_task("requests", total=total)
@@ -192,4 +217,4 @@ def _with_progress(config: LoadConfig, requests: Requests, args: argparse.Namesp
             failed += not record.ok
             progress.update(task, advance=1, description=f"requests ({failed} failed)")
 
-        return asyncio.run(run_load(config, requests, progress=advance))
+        return run_in_loop(run_load(config, requests, progress=advance), config.loop)

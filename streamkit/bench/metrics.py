@@ -218,6 +218,9 @@ class Summary:
     e2el: dict[str, float]
     queue: dict[str, float]
     events_per_read: float
+    coalesced: float
+    """The share of the gaps between token events that are zero: both came in one read. The client read late
+    (its loop was busy), or the server sent them together; either way such gaps are not the server's ITL."""
 
 
 def summarize(records: Sequence[RequestRecord], duration: float, slo: Slo | None = None) -> Summary:
@@ -233,6 +236,7 @@ def summarize(records: Sequence[RequestRecord], duration: float, slo: Slo | None
     itls = [r.itl for r in ok]
     duration = duration if duration > 0 else math.nan
     reads = sum(r.reads for r in ok)
+    gaps = [gap for r in ok for gap in r.icl]
     return Summary(
         completed=len(ok),
         failed=len(records) - len(ok),
@@ -249,8 +253,9 @@ def summarize(records: Sequence[RequestRecord], duration: float, slo: Slo | None
         ttft=describe(r.ttft for r in ok if r.ttft is not None),
         tpot=describe(r.tpot for r in ok if r.tpot is not None),
         itl=describe(v for i in itls if i is not None for v in i),
-        icl=describe(v for r in ok for v in r.icl),
+        icl=describe(gaps),
         e2el=describe(r.e2el for r in ok if r.e2el is not None),
         queue=describe(r.queue for r in records),
         events_per_read=sum(r.chunks for r in ok) / reads if reads else math.nan,
+        coalesced=sum(gap == 0 for gap in gaps) / len(gaps) if gaps else 0.0,
     )

@@ -15,13 +15,23 @@ from pathlib import Path
 from typing import Any
 
 from streamkit._version import __version__
-from streamkit.bench.metrics import PERCENTILES, RequestRecord, Slo, Summary, percentile_name, summarize
+from streamkit.bench.metrics import (
+    PERCENTILES,
+    RequestRecord,
+    Slo,
+    Summary,
+    describe,
+    percentile_name,
+    summarize,
+)
 from streamkit.bench.runner import RunResult, merge_parts
 
 __all__ = ["flags", "load_result", "merge_results", "plot", "result_json", "table"]
 
 LAG_LIMIT = 0.005  # p99 event-loop lag above this, in seconds, flags the run
 QUEUE_LIMIT = 0.010  # p99 client queue time above this flags the run (open loop without a cap)
+# A share of token gaps inside one read above this marks the ITL and TPOT rows: one in a hundred is noise.
+COALESCED_LIMIT = 0.01
 
 _METRICS = ("ttft", "tpot", "itl", "e2el")
 
@@ -46,6 +56,11 @@ def flags(result: RunResult, summary: Summary, capped: bool) -> list[str]:
         )
     if summary.tokens_estimated:
         found.append("the server sent no usage for some requests: their token counts are estimated")
+    if summary.coalesced > COALESCED_LIMIT:
+        found.append(
+            f"{summary.coalesced:.0%} of the gaps between token events were inside one read: the client read "
+            "late or the server sent them together, so ITL and TPOT are not the server's; use --workers"
+        )
     return found
 
 
@@ -95,6 +110,10 @@ def result_json(
         "tokens_estimated": summary.tokens_estimated,
         "itl_per_token": summary.itl_known,
         "events_per_read": summary.events_per_read,
+        "coalesced_token_gaps": summary.coalesced,
+        "itl_tpot_coalesced": summary.coalesced > COALESCED_LIMIT,
+        "loop": result.loop,
+        "worker_stats": worker_stats(result),
         "icl_ms": {k: _ms(v) for k, v in summary.icl.items() if k != "count"},
         "queue_ms": {k: _ms(v) for k, v in summary.queue.items() if k != "count"},
         "loop_lag_ms": {k: _ms(v) for k, v in result.lag_stats.items() if k != "count"},
@@ -105,6 +124,24 @@ def result_json(
         "records": [r.to_dict() for r in result.records],
     }
     return out
+
+
+def worker_stats(result: RunResult) -> list[dict[str, Any]]:
+    """Each worker's own event-loop lag and events per read: one late worker is not hidden by the others."""
+    stats = []
+    lags = result.worker_lags or {0: result.lag}
+    for worker in sorted(lags):
+        lag = describe(lags[worker])
+        mine = [r for r in result.records if r.worker == worker and r.ok]
+        reads = sum(r.reads for r in mine)
+        stats.append(
+            {
+                "worker": worker,
+                "loop_lag_ms": {k: _ms(lag[k]) for k in ("p50", "p99", "max")},
+                "events_per_read": sum(r.chunks for r in mine) / reads if reads else None,
+            }
+        )
+    return stats
 
 
 def _date(wall: float) -> str:
@@ -163,11 +200,14 @@ def table(result: Mapping[str, Any]) -> str:
         row(f"Request goodput (req/s, {sk['slo']}):", result["request_goodput"], ".2f")
     row("Output token throughput (tok/s):", result["output_throughput"], ".2f")
     row("Total token throughput (tok/s):", result["total_token_throughput"], ".2f")
+    # A figure the client's own lateness made says so in its own rows (older files lack the mark).
+    coalesced = " [reads coalesced: not the server's]" if sk.get("itl_tpot_coalesced") else ""
     titles = {
         "ttft": "Time to First Token",
-        "tpot": "Time per Output Token (excl. 1st token)",
+        "tpot": "Time per Output Token (excl. 1st token)" + coalesced,
         "itl": "Inter-token Latency"
-        + ("" if sk["itl_per_token"] else " (per chunk: tokens per chunk unknown)"),
+        + ("" if sk["itl_per_token"] else " (per chunk: tokens per chunk unknown)")
+        + coalesced,
         "e2el": "End-to-end Latency",
     }
     for name, title in titles.items():
@@ -182,11 +222,22 @@ def table(result: Mapping[str, Any]) -> str:
     row("Client queue time p99 (ms):", sk["queue_ms"]["p99"], ".2f")
     row("Event-loop lag p99 / max (ms):", _pair(sk["loop_lag_ms"]["p99"], sk["loop_lag_ms"]["max"]))
     row("Events per socket read (mean):", sk["events_per_read"], ".2f")
+    if "coalesced_token_gaps" in sk:
+        row("Token gaps inside one read:", f"{sk['coalesced_token_gaps']:.1%}")
     if sk["calibration_ms"]:
         cal = sk["calibration_ms"]
         row("Floor: TTFT p50 / p99 (ms):", _pair(cal["ttft_p50"], cal["ttft_p99"]))
         row("Floor: token lateness p50 / p99 (ms):", _pair(cal["late_p50"], cal["late_p99"]))
     row("Workers (processes):", sk["workers"])
+    if "loop" in sk:
+        row("Event loop:", sk["loop"])
+    for w in sk.get("worker_stats", []) if sk["workers"] > 1 else []:
+        lag, per_read = w["loop_lag_ms"], w["events_per_read"]
+        per_read = "n/a" if per_read is None else f"{per_read:.2f}"
+        row(
+            f"  worker {w['worker']}: lag p99 / max (ms), events/read:",
+            f"{_pair(lag['p99'], lag['max'])}, {per_read}",
+        )
     lines.append("=" * 50)
     lines += [f"FLAG: {flag}" for flag in sk["flags"]]
     return "\n".join(lines)

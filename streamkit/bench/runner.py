@@ -12,10 +12,10 @@ import contextlib
 import math
 import multiprocessing
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from time import perf_counter
-from typing import Any
+from typing import Any, TypeVar
 
 import streamkit
 from streamkit.bench.metrics import RequestRecord, describe, span
@@ -25,9 +25,11 @@ from streamkit.protocols.chat import ChatCompletion
 from streamkit.protocols.completions import Completion
 from streamkit.streams import Stream
 
-__all__ = ["LoadConfig", "RunResult", "calibrate", "run_load", "run_workers"]
+__all__ = ["LoadConfig", "RunResult", "calibrate", "event_loop", "run_in_loop", "run_load", "run_workers"]
 
 LAG_INTERVAL = 0.005  # how often the lag probe wakes, in seconds
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class LoadConfig:
     seed: int = 0
     timeout: float = 600.0
     transport: str = "aiohttp"
+    loop: str = "auto"
+    """The event loop of each process: `uvloop`, `asyncio`, or `auto` (uvloop where it is installed)."""
 
 
 @dataclass
@@ -64,10 +68,44 @@ class RunResult:
     workers: int = 1
     origin: float = 0.0
     """`time.perf_counter()` at the run's time zero (meaningful only within the process that ran it)."""
+    worker_lags: dict[int, list[float]] = field(default_factory=dict)
+    """Each worker's own lag samples, by worker index (a single process is worker 0)."""
+    loop: str = "asyncio"
+    """The event loop the run's processes ran on."""
 
     @property
     def lag_stats(self) -> dict[str, float]:
         return describe(self.lag)
+
+
+def event_loop(name: str) -> str:
+    """The loop `auto` means here: uvloop where it is installed (the `bench` extra), else asyncio."""
+    if name != "auto":
+        return name
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def run_in_loop(main: Coroutine[Any, Any, _T], loop: str = "auto") -> _T:
+    """Run `main` to its end on a new event loop of the kind `loop` names (see `event_loop`). Raises
+    ValueError for another name, and RuntimeError for uvloop when it is not installed."""
+    kind = event_loop(loop)
+    if kind == "asyncio":
+        return asyncio.run(main)
+    if kind != "uvloop":
+        main.close()
+        raise ValueError(f"unknown event loop {loop!r}: use auto, uvloop or asyncio")
+    try:
+        import uvloop
+    except ImportError:
+        main.close()
+        raise RuntimeError(
+            'uvloop is not installed: .venv/bin/pip install -e ".[bench]", or --loop asyncio'
+        ) from None
+    return uvloop.run(main)
 
 
 def _generated_chars(final: object) -> int:
@@ -194,7 +232,8 @@ async def run_load(
         stop.set()
         await probe
     records.sort(key=lambda r: r.t_sched)
-    return RunResult(records, duration, start_wall, lags, origin=origin)
+    loop = "uvloop" if "uvloop" in type(asyncio.get_running_loop()).__module__ else "asyncio"
+    return RunResult(records, duration, start_wall, lags, origin=origin, worker_lags={0: lags}, loop=loop)
 
 
 async def _closed_loop(
@@ -271,11 +310,13 @@ async def calibrate(requests: int = 30, tokens: int = 16) -> dict[str, float]:
 
 
 def _worker(config: LoadConfig, requests: Sequence[BenchRequest], worker: int) -> dict[str, Any]:
-    result = asyncio.run(run_load(config, requests))
+    result = run_in_loop(run_load(config, requests), config.loop)
     return {
         "records": [replace(r, worker=worker).to_dict() for r in result.records],
         "start_wall": result.start_wall,
         "lag": result.lag,
+        "worker": worker,
+        "loop": result.loop,
     }
 
 
@@ -310,7 +351,8 @@ def merge_parts(parts: Sequence[Mapping[str, Any]], workers: int | None = None) 
     start = min(p["start_wall"] for p in parts)
     records: list[RequestRecord] = []
     lag: list[float] = []
-    for part in parts:
+    worker_lags: dict[int, list[float]] = {}
+    for index, part in enumerate(parts):
         shift = part["start_wall"] - start
         for data in part["records"]:
             record = RequestRecord.from_dict(data)
@@ -318,5 +360,15 @@ def merge_parts(parts: Sequence[Mapping[str, Any]], workers: int | None = None) 
             record.t0 += shift
             records.append(record)
         lag += part.get("lag", [])
+        worker_lags.setdefault(part.get("worker", index), []).extend(part.get("lag", []))
     records.sort(key=lambda r: r.t_sched)
-    return RunResult(records, span(records), start, lag, workers or len(parts))
+    loops = {p.get("loop", "asyncio") for p in parts}
+    return RunResult(
+        records,
+        span(records),
+        start,
+        lag,
+        workers or len(parts),
+        worker_lags=worker_lags,
+        loop=loops.pop() if len(loops) == 1 else "mixed",
+    )
