@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
 
 import anyio
+import msgspec
 
 from streamkit.errors import FirstTokenTimeout, IncompleteStreamError, StreamkitError, TotalTimeout
 from streamkit.protocols.base import END, ERROR, TOKEN, Accumulator, Api, Model
@@ -405,6 +406,11 @@ class Stream(Generic[ItemT, FinalT]):
             raw = getattr(exc, "raw", None)
             if isinstance(raw, str):
                 exc.raw = redact(raw)  # type: ignore[attr-defined]
+            body = getattr(exc, "body", None)
+            if body is not None:
+                text = msgspec.json.encode(body).decode()
+                if redact(text) != text:
+                    exc.body = msgspec.json.decode(redact(text))  # type: ignore[attr-defined]
         return exc
 
     def _deadline_error(self) -> StreamkitError:

@@ -32,7 +32,7 @@ The merge rules of `MessageAccumulator`:
 from __future__ import annotations
 
 import itertools
-from typing import Any, ClassVar, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 import msgspec
 from msgspec.structs import replace
@@ -49,6 +49,7 @@ from streamkit.protocols.base import (
     UnknownEvent,
     UnknownObject,
     decode_hook,
+    stream_error,
 )
 from streamkit.protocols.scripted import (
     Answer,
@@ -190,6 +191,14 @@ class UnknownDelta(UnknownObject, Delta):
 Delta.variants = (TextDelta, InputJSONDelta, ThinkingDelta, SignatureDelta, CitationsDelta)
 Delta.unknown = UnknownDelta
 
+# The delta of `content_block_delta`, the event of nearly every token, decodes as a closed union of the known
+# kinds, at full speed; a delta of a kind streamkit does not know takes the slow path, which makes it an
+# `UnknownDelta` (see `MessagesApi._decode_slowly`). For the type checker it is a `Delta`, as it may be.
+if TYPE_CHECKING:
+    _KnownDelta: TypeAlias = Delta
+else:
+    _KnownDelta = TextDelta | InputJSONDelta | ThinkingDelta | SignatureDelta | CitationsDelta
+
 
 class Message(Model):
     """A whole message: the answer of a request with `stream=False`, or a stream's aggregate."""
@@ -224,7 +233,7 @@ class ContentBlockStartEvent(TaggedModel, tag="content_block_start"):
 
 class ContentBlockDeltaEvent(TaggedModel, tag="content_block_delta"):
     index: int = 0
-    delta: Delta | None = None
+    delta: _KnownDelta | None = None
 
 
 class ContentBlockStopEvent(TaggedModel, tag="content_block_stop"):
@@ -314,8 +323,11 @@ class _BlockParts:
         if isinstance(block, ThinkingBlock):
             signature = self.signature if self.signature is not None else block.signature
             return replace(block, thinking=block.thinking + "".join(self.pieces), signature=signature)
-        if isinstance(block, _INPUT_BLOCKS) and self.pieces:
-            return replace(block, input=_parsed("".join(self.pieces)))
+        if isinstance(block, _INPUT_BLOCKS):
+            text = "".join(self.pieces)
+            # No input at all (a tool without parameters: only an empty fragment) keeps the block's own `{}`.
+            if text:
+                return replace(block, input=_parsed(text))
         return block
 
     def stop(self) -> None:
@@ -423,6 +435,7 @@ class MessageAccumulator:
 
 _EVENT_TYPES: tuple[type[Any], ...] = MessageStreamEvent.__args__
 _TOKEN_DELTAS = (TextDelta, InputJSONDelta, ThinkingDelta)
+_DELTA_TAGS = frozenset(str(v.__struct_config__.tag) for v in Delta.variants)
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -461,22 +474,38 @@ class MessagesApi(Api[MessageEvent, Message]):
         try:
             obj = msgspec.json.decode(text)
         except (msgspec.DecodeError, RecursionError) as exc:
+            if event == "error":  # `event: error` with plain text (a proxy's): an error all the same
+                raise stream_error(text, text) from None
             raise ChunkDecodeError(f"invalid Messages event: {exc}", raw=text) from exc
         if not isinstance(obj, dict):
+            if event == "error":
+                raise stream_error(obj, text)
             raise ChunkDecodeError("invalid Messages event: not a JSON object", raw=text)
         kind = obj.get("type")
-        if kind is None and event != "message":
-            kind = obj["type"] = event  # the data's type wins, but where it has none the SSE type counts
+        if kind is None and (event != "message" or "error" in obj):
+            # The data's type wins, but where it has none the SSE type counts; `{"error": ...}` alone is a
+            # proxy's chat-style error.
+            kind = obj["type"] = event if event != "message" else "error"
+        if kind == "error" and isinstance(obj.get("error"), str):
+            obj["error"] = {"message": obj["error"]}
         if kind == "ping":
             return None
         if not isinstance(kind, str):
             raise ChunkDecodeError("invalid Messages event: no string `type`", raw=text)
         if kind not in self.tags:
             return UnknownEvent(type=kind, raw=text)
+        delta = obj.get("delta")
+        if kind == "content_block_delta" and isinstance(delta, dict) and delta.get("type") not in _DELTA_TAGS:
+            obj = {**obj, "delta": None}
+            new: Delta | None = UnknownDelta(delta)
+        else:
+            new = None
         try:
             typed: MessageEvent = msgspec.convert(obj, MessageStreamEvent, dec_hook=decode_hook)
         except (msgspec.ValidationError, RecursionError) as exc:
             raise ChunkDecodeError(f"invalid {kind} event: {exc}", raw=text) from exc
+        if new is not None and isinstance(typed, ContentBlockDeltaEvent):
+            typed.delta = new  # a delta of a kind this version does not know
         return typed
 
     def flags(self, item: MessageEvent) -> int:
@@ -528,12 +557,15 @@ class MessagesApi(Api[MessageEvent, Message]):
             if params.get(name) is not None:
                 raise ValueError(f"Anthropic Messages have no {name!r}")
         stop = params.pop("stop", None)
+        limit = params.pop("max_tokens", None)  # a None here must not leave the limit out
+        if limit is None:
+            limit = max_tokens
         body: dict[str, Any] = {
             "model": model,
             "messages": history,
             "system": system,
             # Anthropic requires a token limit; 1024 is what its own examples ask.
-            "max_tokens": max_tokens if max_tokens is not None else params.pop("max_tokens", 1024),
+            "max_tokens": limit if limit is not None else 1024,
             "stop_sequences": [stop] if isinstance(stop, str) else stop,
             **params,
         }
@@ -588,6 +620,7 @@ class MessagesApi(Api[MessageEvent, Message]):
         return Script(
             model,
             prompt_tokens=word_count(messages) + word_count(system),
+            seed=check_type(body, "seed", int) or 0,  # not Anthropic's: what makes the scripted text vary
             max_tokens=max_tokens,
             stop=stop,
             tools=[] if choice.get("type") == "none" else named if parallel else named[:1],
