@@ -31,6 +31,7 @@ __all__ = [
     "Model",
     "OpenUnion",
     "TaggedModel",
+    "TypedEventApi",
     "UnknownEvent",
     "UnknownObject",
     "decode_hook",
@@ -327,6 +328,78 @@ class Api(abc.ABC, Generic[ItemT, FinalT]):
         # One instance per API, named after it in its module (`CHAT`): pickled by that name, as the bench's
         # worker processes need.
         return self.name.upper()
+
+
+class TypedEventApi(Api[ItemT, FinalT]):
+    """What the APIs of typed events share (Responses, Messages): each event's JSON names its `type`, which
+    wins over the SSE `event:` field; a type streamkit does not know becomes an `UnknownEvent`; `ping` is
+    skipped; an error in a proxy's shape (`event: error` with text, `{"error": ...}` with no type) is an
+    `error` event all the same.
+
+    `events` is the union of the API's known event types. The fast path decodes straight into it; anything
+    it cannot type goes through `_decode_slowly`, which `prepare` and `finish` let an API adjust.
+    """
+
+    events: ClassVar[Any]
+    tags: ClassVar[frozenset[str]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "events" in cls.__dict__:
+            cls.tags = frozenset(str(t.__struct_config__.tag) for t in cls.events.__args__)
+
+    def __init__(self) -> None:
+        self._decoder = msgspec.json.Decoder(self.events, dec_hook=decode_hook)
+
+    def decode(self, data: bytes, event: str = "message") -> ItemT | None:
+        try:
+            decoded: ItemT = self._decoder.decode(data)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            return self._decode_slowly(data, event)
+        return decoded
+
+    def _decode_slowly(self, data: bytes, event: str) -> ItemT | None:
+        """An event the fast path could not type: a new type, a type given only by the SSE `event:` field,
+        a ping, an error in a proxy's shape, bytes that are not UTF-8, or data that is no valid event."""
+        text = data.decode("utf-8", "replace")
+        what = f"invalid {self.name} event"
+        try:
+            obj = msgspec.json.decode(text)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            if event == "error":  # `event: error` with plain text (a proxy's): an error all the same
+                raise stream_error(text, text) from None
+            raise ChunkDecodeError(f"{what}: {exc}", raw=text) from exc
+        if not isinstance(obj, dict):
+            if event == "error":
+                raise stream_error(obj, text)
+            raise ChunkDecodeError(f"{what}: not a JSON object", raw=text)
+        kind = obj.get("type")
+        if kind is None and obj.get("error") is not None and event in ("message", "error"):
+            kind = obj["type"] = "error"  # `{"error": ...}`, as proxies send an error inside any stream
+        elif kind is None and event != "message":
+            kind = obj["type"] = event  # the data's type wins, but where it has none the SSE type counts
+        if kind == "ping":
+            return None
+        if not isinstance(kind, str):
+            raise ChunkDecodeError(f"{what}: no string `type`", raw=text)
+        if kind not in self.tags:
+            return UnknownEvent(type=kind, raw=text)  # type: ignore[return-value]
+        if kind == "error" and isinstance(obj.get("error"), str):
+            obj["error"] = {"message": obj["error"]}
+        prepared = self.prepare(kind, obj)
+        try:
+            typed: ItemT = msgspec.convert(prepared, self.events, dec_hook=decode_hook)
+        except (msgspec.ValidationError, RecursionError) as exc:
+            raise ChunkDecodeError(f"invalid {kind} event: {exc}", raw=text) from exc
+        return self.finish(typed, obj)
+
+    def prepare(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """The event's JSON, made fit for `events` on the slow path (where a nested type is unknown, say)."""
+        return obj
+
+    def finish(self, event: ItemT, obj: dict[str, Any]) -> ItemT:
+        """The typed event, completed from its JSON with what `prepare` took out."""
+        return event
 
 
 def stream_error(body: object, raw: str, default: Callable[[], str] | None = None) -> StreamAPIError:

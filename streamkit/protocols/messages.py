@@ -32,24 +32,22 @@ The merge rules of `MessageAccumulator`:
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import msgspec
 from msgspec.structs import replace
 
-from streamkit.errors import ChunkDecodeError, StreamAPIError
+from streamkit.errors import StreamAPIError
 from streamkit.protocols.base import (
     END,
     ERROR,
     TOKEN,
-    Api,
     Model,
     OpenUnion,
     TaggedModel,
+    TypedEventApi,
     UnknownEvent,
     UnknownObject,
-    decode_hook,
-    stream_error,
 )
 from streamkit.protocols.scripted import (
     Answer,
@@ -433,7 +431,6 @@ class MessageAccumulator:
 
 # The rules
 
-_EVENT_TYPES: tuple[type[Any], ...] = MessageStreamEvent.__args__
 _TOKEN_DELTAS = (TextDelta, InputJSONDelta, ThinkingDelta)
 _DELTA_TAGS = frozenset(str(v.__struct_config__.tag) for v in Delta.variants)
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
@@ -448,65 +445,26 @@ _ERROR_TYPES = {
 }
 
 
-class MessagesApi(Api[MessageEvent, Message]):
+class MessagesApi(TypedEventApi[MessageEvent, Message]):
     """The rules of Anthropic Messages (`streamkit.protocols.MESSAGES`)."""
 
     name = "messages"
     path = "/messages"
     provider = "anthropic"
     final_type = Message
-    tags: ClassVar[frozenset[str]] = frozenset(str(t.__struct_config__.tag) for t in _EVENT_TYPES)
+    events = MessageStreamEvent
 
-    def __init__(self) -> None:
-        self._decoder = msgspec.json.Decoder(MessageStreamEvent, dec_hook=decode_hook)
-
-    def decode(self, data: bytes, event: str = "message") -> MessageEvent | None:
-        try:
-            decoded: MessageEvent = self._decoder.decode(data)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-            return self._decode_slowly(data, event)
-        return decoded
-
-    def _decode_slowly(self, data: bytes, event: str) -> MessageEvent | None:
-        """An event the fast path could not type: a new type, a type given only by the SSE `event:` field,
-        a ping, bytes that are not UTF-8, or data that is no valid event."""
-        text = data.decode("utf-8", "replace")
-        try:
-            obj = msgspec.json.decode(text)
-        except (msgspec.DecodeError, RecursionError) as exc:
-            if event == "error":  # `event: error` with plain text (a proxy's): an error all the same
-                raise stream_error(text, text) from None
-            raise ChunkDecodeError(f"invalid Messages event: {exc}", raw=text) from exc
-        if not isinstance(obj, dict):
-            if event == "error":
-                raise stream_error(obj, text)
-            raise ChunkDecodeError("invalid Messages event: not a JSON object", raw=text)
-        kind = obj.get("type")
-        if kind is None and (event != "message" or "error" in obj):
-            # The data's type wins, but where it has none the SSE type counts; `{"error": ...}` alone is a
-            # proxy's chat-style error.
-            kind = obj["type"] = event if event != "message" else "error"
-        if kind == "error" and isinstance(obj.get("error"), str):
-            obj["error"] = {"message": obj["error"]}
-        if kind == "ping":
-            return None
-        if not isinstance(kind, str):
-            raise ChunkDecodeError("invalid Messages event: no string `type`", raw=text)
-        if kind not in self.tags:
-            return UnknownEvent(type=kind, raw=text)
+    def prepare(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
         delta = obj.get("delta")
         if kind == "content_block_delta" and isinstance(delta, dict) and delta.get("type") not in _DELTA_TAGS:
-            obj = {**obj, "delta": None}
-            new: Delta | None = UnknownDelta(delta)
-        else:
-            new = None
-        try:
-            typed: MessageEvent = msgspec.convert(obj, MessageStreamEvent, dec_hook=decode_hook)
-        except (msgspec.ValidationError, RecursionError) as exc:
-            raise ChunkDecodeError(f"invalid {kind} event: {exc}", raw=text) from exc
-        if new is not None and isinstance(typed, ContentBlockDeltaEvent):
-            typed.delta = new  # a delta of a kind this version does not know
-        return typed
+            return {**obj, "delta": None}  # a kind this version does not know: `finish` puts it back
+        return obj
+
+    def finish(self, event: MessageEvent, obj: dict[str, Any]) -> MessageEvent:
+        delta = obj.get("delta")
+        if isinstance(event, ContentBlockDeltaEvent) and event.delta is None and isinstance(delta, dict):
+            event.delta = UnknownDelta(delta)
+        return event
 
     def flags(self, item: MessageEvent) -> int:
         kind = type(item)

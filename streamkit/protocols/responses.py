@@ -29,23 +29,22 @@ The merge rules of `ResponseAccumulator`:
 from __future__ import annotations
 
 import itertools
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, TypeAlias
 
 import msgspec
 from msgspec.structs import replace
 
-from streamkit.errors import ChunkDecodeError, StreamAPIError, api_error_fields
+from streamkit.errors import StreamAPIError, api_error_fields
 from streamkit.protocols.base import (
     END,
     ERROR,
     TOKEN,
-    Api,
     Model,
     OpenUnion,
     TaggedModel,
+    TypedEventApi,
     UnknownEvent,
     UnknownObject,
-    decode_hook,
 )
 from streamkit.protocols.chat import SERVER_ERROR, drop_none, openai_error_body, openai_fault_error
 from streamkit.protocols.scripted import (
@@ -981,7 +980,6 @@ _DELTA_ITEMS: dict[type[Any], type[Model]] = {
 
 # The rules
 
-_EVENT_TYPES: tuple[type[Any], ...] = ResponseStreamEvent.__args__
 _TOKEN_DELTAS: frozenset[type[Any]] = frozenset(
     {
         ResponseTextDeltaEvent,
@@ -999,51 +997,14 @@ _FLAGS: dict[type[Any], int] = {
 }
 
 
-class ResponsesApi(Api[ResponseEvent, Response]):
+class ResponsesApi(TypedEventApi[ResponseEvent, Response]):
     """The rules of the Responses API (`streamkit.protocols.RESPONSES`)."""
 
     name = "responses"
     path = "/responses"
     prompt_field = "input"
     final_type = Response
-    tags: ClassVar[frozenset[str]] = frozenset(str(t.__struct_config__.tag) for t in _EVENT_TYPES)
-
-    def __init__(self) -> None:
-        self._decoder = msgspec.json.Decoder(ResponseStreamEvent, dec_hook=decode_hook)
-
-    def decode(self, data: bytes, event: str = "message") -> ResponseEvent | None:
-        try:
-            decoded: ResponseEvent = self._decoder.decode(data)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-            return self._decode_slowly(data, event)
-        return decoded
-
-    def _decode_slowly(self, data: bytes, event: str) -> ResponseEvent | None:
-        """An event the fast path could not type: a new type, a type given only by the SSE `event:` field,
-        a ping, bytes that are not UTF-8, or data that is no valid event."""
-        text = data.decode("utf-8", "replace")
-        try:
-            obj = msgspec.json.decode(text)
-        except (msgspec.DecodeError, RecursionError) as exc:
-            raise ChunkDecodeError(f"invalid Responses event: {exc}", raw=text) from exc
-        if not isinstance(obj, dict):
-            raise ChunkDecodeError("invalid Responses event: not a JSON object", raw=text)
-        kind = obj.get("type")
-        if kind is None and obj.get("error") is not None and event in ("message", "error"):
-            kind = obj["type"] = "error"  # `{"error": {...}}`, as proxies send an error inside any stream
-        elif kind is None and event != "message":
-            kind = obj["type"] = event  # the data's type wins, but where it has none the SSE type counts
-        if kind == "ping":
-            return None
-        if kind is not None and not isinstance(kind, str):
-            raise ChunkDecodeError("invalid Responses event: its type is not a string", raw=text)
-        if kind not in self.tags:
-            return UnknownEvent(type=str(kind), raw=text)
-        try:
-            typed: ResponseEvent = msgspec.convert(obj, ResponseStreamEvent, dec_hook=decode_hook)
-        except (msgspec.ValidationError, RecursionError) as exc:
-            raise ChunkDecodeError(f"invalid {kind} event: {exc}", raw=text) from exc
-        return typed
+    events = ResponseStreamEvent
 
     def flags(self, item: ResponseEvent) -> int:
         kind = type(item)
