@@ -1,20 +1,28 @@
-"""What a streaming client costs per chunk, against its peers, with the server in a process of its own.
+"""What a streaming client costs per event, against its peers, with the server in a process of its own.
 
-    python benchmarks/bench_client.py                  # every part, 3 rounds
-    python benchmarks/bench_client.py --rounds 5 --json
+    python benchmarks/bench_client.py                          # chat, both regimes, and the other parts
+    python benchmarks/bench_client.py --api all --rounds 5     # chat, Responses and Messages
+    python benchmarks/bench_client.py --api responses --parts cost --json
 
 Parts:
 
-1. **Cost per chunk.** Each contender streams the same answers (`--streams` concurrent streams of `--tokens`
-   tokens) and the client process's CPU time is divided by the chunks it received. The server sends 64
-   events per write (`--events-per-write`) so that it outruns every client: when the server sets the pace,
-   a client's CPU time goes to waking up for each small read, and the figure measures the server. Contenders
-   are taken round-robin, round after round, and the median round counts.
-2. **TTFT overhead.** Sequential one-token requests; the time from the call to the first token in the user's
-   hands, streamkit against the raw aiohttp loop (the floor any aiohttp client can reach).
-3. **1,000 concurrent streams** in one process: aggregate chunks/s, streamkit against openai on aiohttp.
+1. **Cost per event**, for each API (`--api chat|responses|messages|all`), in two regimes:
+   - `bursts`: `--streams` concurrent streams of `--tokens` tokens; the server sends 64 events per write so
+     that it outruns every client. When the server sets the pace, a client's CPU time goes to waking up for
+     each small read, and the figure measures the server.
+   - `big`: one stream of `--big-tokens` tokens sent in 64 KiB writes, whose reads cut events anywhere.
+   Each contender streams the same answers, and the client process's CPU time is divided by the events the
+   server sent. Contenders are taken round-robin, round after round, and the median round counts. The peers:
+   - chat: `openai.AsyncOpenAI` (its default and its aiohttp client; plain iteration and `.stream()`);
+   - Responses: openai's `responses.create(stream=True)` and its `responses.stream()` helper;
+   - Messages: `anthropic.AsyncAnthropic`'s `messages.create(stream=True)` and its `messages.stream()` helper;
+   - every API: a raw aiohttp + orjson line loop (which does not even type the events) and httpx-sse + json.
+2. **TTFT overhead** (chat): sequential one-token requests; the time from the call to the first token in the
+   user's hands, streamkit against the raw aiohttp loop (the floor any aiohttp client can reach).
+3. **1,000 concurrent streams** (chat) in one process: aggregate events/s, streamkit against openai on
+   aiohttp.
 
-Every contender checks that it got every chunk, or the run stops.
+Every contender checks that it got every event, or the run stops.
 """
 
 from __future__ import annotations
@@ -28,18 +36,25 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import anthropic
 import httpx
 import openai
 import orjson
 from httpx_sse import aconnect_sse
-from openai.types.chat import ChatCompletionMessageParam
 
 import streamkit
 from streamkit.server import ServerProcess
 
-MESSAGES = [{"role": "user", "content": "hi"}]
-OPENAI_MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
-Contender = Callable[[str, int], Awaitable[int]]  # (base_url, tokens) -> chunks received
+HI: list[Any] = [{"role": "user", "content": "hi"}]
+Contender = Callable[[int], Awaitable[int]]  # tokens -> events received
+# The events the built-in server sends for an answer of `tokens` text tokens, one token an event.
+EVENTS: dict[str, Callable[[int], int]] = {
+    "chat": lambda t: t + 2,  # the role chunk, a chunk per token, the finish chunk ([DONE] not counted)
+    "responses": lambda t: t + 8,  # created, in_progress, item and part added, the deltas, 3 dones, completed
+    "messages": lambda t: t + 6,  # message_start, ping, block start, the deltas, block stop, delta, stop
+}
+TERMINAL = {b"[DONE]"}
+RESPONSE_END = {"response.completed", "response.incomplete", "response.failed"}
 
 
 class Clients:
@@ -47,15 +62,17 @@ class Clients:
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
+        self.url = base_url.removesuffix("/v1")
         self.sk_aiohttp = streamkit.AsyncClient(base_url=base_url, api_key="bench", transport="aiohttp")
         self.sk_httpx = streamkit.AsyncClient(base_url=base_url, api_key="bench", transport="httpx")
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=2000)
-        # openai's own defaults allow 1,000 connections, enough for every part.
+        # openai's and anthropic's own defaults allow 1,000 connections, enough for every part.
         self.oai = openai.AsyncOpenAI(base_url=base_url, api_key="bench")
         self.oai_aiohttp = openai.AsyncOpenAI(
             base_url=base_url, api_key="bench", http_client=openai.DefaultAioHttpClient()
         )
+        self.anthropic = anthropic.AsyncAnthropic(base_url=self.url, api_key="bench")
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=2000)
         self.httpx = httpx.AsyncClient(limits=limits, timeout=None)
 
     async def aclose(self) -> None:
@@ -63,125 +80,203 @@ class Clients:
         await self.sk_httpx.aclose()
         await self.oai.close()
         await self.oai_aiohttp.close()
+        await self.anthropic.close()
         await self.session.close()
         await self.httpx.aclose()
 
 
-def timing(tokens: int, events_per_write: int = 1) -> dict[str, str]:
-    return {"x-streamkit-timing": f"tokens={tokens},events_per_write={events_per_write}"}
+def timing(tokens: int, events_per_write: int = 1, write_bytes: int = 0) -> dict[str, str]:
+    spec = f"tokens={tokens},events_per_write={events_per_write},write_bytes={write_bytes}"
+    return {"x-streamkit-timing": spec}
 
 
-def contenders(c: Clients, burst: int = 1) -> dict[str, Contender]:
-    """Each library's ordinary streaming loop. `burst`: events the server sends per write."""
+def contenders(api: str, c: Clients, headers: Callable[[int], dict[str, str]]) -> dict[str, Contender]:
+    """Each library's ordinary streaming loop for `api`; `headers(tokens)` sets the server's pace."""
+    path = {"chat": "/chat/completions", "responses": "/responses", "messages": "/messages"}[api]
+    body: dict[str, Any] = {"model": "scripted", "stream": True}
+    body |= {"input": "hi"} if api == "responses" else {"messages": HI}
+    if api == "messages":
+        body["max_tokens"] = 1_000_000
 
     async def streamkit_iter(client: streamkit.AsyncClient, tokens: int) -> int:
-        stream = await client.chat.completions.create(
-            model="scripted", messages=MESSAGES, stream=True, extra_headers=timing(tokens, burst)
-        )
+        stream = await client.stream(api, body, extra_headers=headers(tokens))
         n = 0
         async with stream:
             async for _ in stream:
                 n += 1
-        return n
+        return n + (api == "messages")  # the ping, which streamkit skips
 
     async def streamkit_final(client: streamkit.AsyncClient, tokens: int) -> int:
-        stream = await client.chat.completions.create(
-            model="scripted", messages=MESSAGES, stream=True, extra_headers=timing(tokens, burst)
-        )
-        await stream.get_final_completion()
-        return stream.metrics.chunks
+        stream = await client.stream(api, body, extra_headers=headers(tokens))
+        await stream.get_final()
+        return stream.metrics.chunks + (api == "messages")
 
-    async def openai_iter(client: openai.AsyncOpenAI, tokens: int) -> int:
+    def done(data: bytes) -> bool:
+        if api == "chat":
+            return data == b"[DONE]"
+        kind = orjson.loads(data).get("type")
+        return kind == "message_stop" if api == "messages" else kind in RESPONSE_END
+
+    async def raw_aiohttp(tokens: int) -> int:
+        n = 0
+        async with c.session.post(c.base_url + path, json=body, headers=headers(tokens)) as response:
+            async for line in response.content:
+                if line.startswith(b"data: "):
+                    data = line[6:].rstrip()
+                    if api == "chat" and data == b"[DONE]":
+                        break
+                    event = orjson.loads(data)
+                    n += 1
+                    if api != "chat" and event.get("type") in RESPONSE_END | {"message_stop"}:
+                        break
+        return n
+
+    async def httpx_sse(tokens: int) -> int:
+        n = 0
+        async with aconnect_sse(
+            c.httpx, "POST", c.base_url + path, json=body, headers=headers(tokens)
+        ) as source:
+            async for event in source.aiter_sse():
+                if api == "chat" and event.data == "[DONE]":
+                    break
+                data = json.loads(event.data)
+                n += 1
+                if api != "chat" and data.get("type") in RESPONSE_END | {"message_stop"}:
+                    break
+        return n
+
+    table: dict[str, Contender] = {
+        "streamkit-aiohttp": lambda t: streamkit_iter(c.sk_aiohttp, t),
+        "streamkit-aiohttp final": lambda t: streamkit_final(c.sk_aiohttp, t),
+        "streamkit-httpx": lambda t: streamkit_iter(c.sk_httpx, t),
+    }
+    if api == "chat":
+        table |= chat_peers(c, headers)
+    elif api == "responses":
+        table |= responses_peers(c, headers)
+    else:
+        table |= messages_peers(c, headers)
+    table |= {"raw aiohttp + orjson": raw_aiohttp, "httpx-sse + json": httpx_sse}
+    return table
+
+
+def chat_peers(c: Clients, headers: Callable[[int], dict[str, str]]) -> dict[str, Contender]:
+    async def iterate(client: openai.AsyncOpenAI, tokens: int) -> int:
         stream = await client.chat.completions.create(
-            model="scripted", messages=OPENAI_MESSAGES, stream=True, extra_headers=timing(tokens, burst)
+            model="scripted", messages=HI, stream=True, extra_headers=headers(tokens)
         )
         n = 0
         async for _ in stream:
             n += 1
         return n
 
-    async def openai_helper(client: openai.AsyncOpenAI, tokens: int) -> int:
+    async def helper(client: openai.AsyncOpenAI, tokens: int) -> int:
         n = 0
         async with client.chat.completions.stream(
-            model="scripted", messages=OPENAI_MESSAGES, extra_headers=timing(tokens, burst)
+            model="scripted", messages=HI, extra_headers=headers(tokens)
         ) as stream:
             async for event in stream:
                 n += event.type == "chunk"
             await stream.get_final_completion()
         return n
 
-    body = {"model": "scripted", "messages": MESSAGES, "stream": True}
-
-    async def raw_aiohttp(_: str, tokens: int) -> int:
-        n = 0
-        async with c.session.post(
-            c.base_url + "/chat/completions", json=body, headers=timing(tokens, burst)
-        ) as response:
-            async for line in response.content:
-                if line.startswith(b"data: "):
-                    data = line[6:].rstrip()
-                    if data == b"[DONE]":
-                        break
-                    orjson.loads(data)
-                    n += 1
-        return n
-
-    async def httpx_sse(_: str, tokens: int) -> int:
-        n = 0
-        async with aconnect_sse(
-            c.httpx, "POST", c.base_url + "/chat/completions", json=body, headers=timing(tokens, burst)
-        ) as source:
-            async for event in source.aiter_sse():
-                if event.data == "[DONE]":
-                    break
-                json.loads(event.data)
-                n += 1
-        return n
-
     return {
-        "streamkit-aiohttp": lambda _, t: streamkit_iter(c.sk_aiohttp, t),
-        "streamkit-aiohttp final": lambda _, t: streamkit_final(c.sk_aiohttp, t),
-        "streamkit-httpx": lambda _, t: streamkit_iter(c.sk_httpx, t),
-        "streamkit-httpx final": lambda _, t: streamkit_final(c.sk_httpx, t),
-        "openai": lambda _, t: openai_iter(c.oai, t),
-        "openai-aiohttp": lambda _, t: openai_iter(c.oai_aiohttp, t),
-        "openai .stream()": lambda _, t: openai_helper(c.oai, t),
-        "openai-aiohttp .stream()": lambda _, t: openai_helper(c.oai_aiohttp, t),
-        "raw aiohttp + orjson": raw_aiohttp,
-        "httpx-sse + json": httpx_sse,
+        "openai": lambda t: iterate(c.oai, t),
+        "openai-aiohttp": lambda t: iterate(c.oai_aiohttp, t),
+        "openai .stream()": lambda t: helper(c.oai, t),
+        "openai-aiohttp .stream()": lambda t: helper(c.oai_aiohttp, t),
     }
 
 
-async def run_streams(contender: Contender, base_url: str, streams: int, tokens: int) -> tuple[float, float]:
-    """(CPU seconds, wall seconds) for `streams` concurrent streams; checks every chunk arrived."""
+def responses_peers(c: Clients, headers: Callable[[int], dict[str, str]]) -> dict[str, Contender]:
+    async def iterate(tokens: int) -> int:
+        stream = await c.oai.responses.create(
+            model="scripted", input="hi", stream=True, extra_headers=headers(tokens)
+        )
+        n = 0
+        async for _ in stream:
+            n += 1
+        return n
+
+    async def helper(tokens: int) -> int:
+        n = 0
+        async with c.oai.responses.stream(
+            model="scripted", input="hi", extra_headers=headers(tokens)
+        ) as stream:
+            async for _ in stream:
+                n += 1
+            await stream.get_final_response()
+        return n
+
+    return {"openai responses": iterate, "openai responses.stream()": helper}
+
+
+def messages_peers(c: Clients, headers: Callable[[int], dict[str, str]]) -> dict[str, Contender]:
+    async def iterate(tokens: int) -> int:
+        stream = await c.anthropic.messages.create(
+            model="scripted", messages=HI, max_tokens=1_000_000, stream=True, extra_headers=headers(tokens)
+        )
+        n = 0
+        async for _ in stream:
+            n += 1
+        return n + 1  # the ping, which the SDK skips
+
+    async def helper(tokens: int) -> int:
+        n = 0
+        async with c.anthropic.messages.stream(
+            model="scripted", messages=HI, max_tokens=1_000_000, extra_headers=headers(tokens)
+        ) as stream:
+            async for event in stream:
+                # The helper adds events of its own (`text`, `input_json`) beside the ones the server sent.
+                n += event.type not in ("text", "input_json", "thinking", "signature", "citation")
+            await stream.get_final_message()
+        return n + 1
+
+    return {"anthropic messages": iterate, "anthropic messages.stream()": helper}
+
+
+async def run_streams(contender: Contender, streams: int, tokens: int, expected: int) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) for `streams` concurrent streams; checks that every event arrived."""
     cpu, wall = time.process_time(), time.perf_counter()
-    counts = await asyncio.gather(*(contender(base_url, tokens) for _ in range(streams)))
+    counts = await asyncio.gather(*(contender(tokens) for _ in range(streams)))
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    expected = tokens + 2  # the role chunk, a chunk per token, the finish chunk
     assert all(n == expected for n in counts), (counts[:5], expected)
     return cpu, wall
 
 
-async def cost_per_chunk(clients: Clients, args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    table = contenders(clients, args.events_per_write)
-    chunks = args.streams * (args.tokens + 2)
+async def cost_per_event(
+    clients: Clients, api: str, regime: str, args: argparse.Namespace
+) -> dict[str, dict[str, float]]:
+    if regime == "bursts":
+        streams, tokens = args.streams, args.tokens
+
+        def headers(t: int) -> dict[str, str]:
+            return timing(t, args.events_per_write)
+    else:
+        streams, tokens = 1, args.big_tokens
+
+        def headers(t: int) -> dict[str, str]:
+            return timing(t, write_bytes=65536)
+
+    table = contenders(api, clients, headers)
+    events = streams * EVENTS[api](tokens)
     rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in table}
     for contender in table.values():  # warm up: connections, imports, caches
-        await run_streams(contender, clients.base_url, args.streams, 50)
+        await run_streams(contender, streams, 50, EVENTS[api](50))
     for _ in range(args.rounds):
         for name, contender in table.items():
-            rounds[name].append(await run_streams(contender, clients.base_url, args.streams, args.tokens))
+            rounds[name].append(await run_streams(contender, streams, tokens, EVENTS[api](tokens)))
     result = {}
     for name, samples in rounds.items():
         cpu = statistics.median(s[0] for s in samples)
         wall = statistics.median(s[1] for s in samples)
-        result[name] = {"cpu_us_per_chunk": cpu / chunks * 1e6, "chunks_per_s": chunks / wall}
+        result[name] = {"cpu_us_per_event": cpu / events * 1e6, "events_per_s": events / wall}
     return result
 
 
 async def ttft_overhead(clients: Clients, requests: int) -> dict[str, float]:
     """Median time from the call to the first token in hand, for one-token answers, taken in turn."""
-    body = {"model": "scripted", "messages": MESSAGES, "stream": True}
+    body = {"model": "scripted", "messages": HI, "stream": True}
 
     async def raw() -> float:
         start = time.perf_counter()
@@ -200,7 +295,7 @@ async def ttft_overhead(clients: Clients, requests: int) -> dict[str, float]:
     async def sk() -> float:
         start = time.perf_counter()
         stream = await clients.sk_aiohttp.chat.completions.create(
-            model="scripted", messages=MESSAGES, stream=True, extra_headers=timing(1)
+            model="scripted", messages=HI, stream=True, extra_headers=timing(1)
         )
         async for _ in stream.text_deltas():
             took = time.perf_counter() - start
@@ -216,64 +311,87 @@ async def ttft_overhead(clients: Clients, requests: int) -> dict[str, float]:
 
 
 async def many_streams(clients: Clients, streams: int, tokens: int) -> dict[str, float]:
-    table = contenders(clients)
+    table = contenders("chat", clients, timing)
     result = {}
     for name in ("streamkit-aiohttp", "openai-aiohttp"):
-        await run_streams(table[name], clients.base_url, streams, 5)  # open the connections
-        _, wall = await run_streams(table[name], clients.base_url, streams, tokens)
-        result[name] = streams * (tokens + 2) / wall
+        await run_streams(table[name], streams, 5, EVENTS["chat"](5))  # open the connections
+        _, wall = await run_streams(table[name], streams, tokens, EVENTS["chat"](tokens))
+        result[name] = streams * EVENTS["chat"](tokens) / wall
     return result
 
 
 async def main_async(args: argparse.Namespace, base_url: str) -> dict[str, Any]:
     clients = Clients(base_url)
+    apis = ["chat", "responses", "messages"] if args.api == "all" else [args.api]
+    regimes = ["bursts", "big"] if args.regime == "both" else [args.regime]
+    result: dict[str, Any] = {"cost": {}}
     try:
-        return {
-            "cost": await cost_per_chunk(clients, args),
-            "ttft_us": await ttft_overhead(clients, args.ttft_requests),
-            "concurrent_chunks_per_s": await many_streams(clients, args.concurrent, args.concurrent_tokens),
-        }
+        if "cost" in args.parts:
+            for api in apis:
+                for regime in regimes:
+                    result["cost"][f"{api} {regime}"] = await cost_per_event(clients, api, regime, args)
+        if "ttft" in args.parts:
+            result["ttft_us"] = await ttft_overhead(clients, args.ttft_requests)
+        if "many" in args.parts:
+            result["concurrent_events_per_s"] = await many_streams(
+                clients, args.concurrent, args.concurrent_tokens
+            )
+        return result
     finally:
         await clients.aclose()
 
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
-    cost = result["cost"]
-    ours = cost["streamkit-aiohttp"]["cpu_us_per_chunk"]
-    print(
-        f"Client cost per chunk: {args.streams} concurrent streams x {args.tokens} tokens, median of "
-        f"{args.rounds} rounds, {args.events_per_write} events per server write\n"
-        f"(ratio = contender's CPU per chunk / streamkit-aiohttp's)\n"
-    )
-    print(f"{'client':<28}{'CPU us/chunk':>14}{'chunks/s':>12}{'ratio':>9}")
-    for name, row in cost.items():
-        us = row["cpu_us_per_chunk"]
-        print(f"{name:<28}{us:>14.2f}{row['chunks_per_s']:>12,.0f}{us / ours:>8.2f}x")
-    ttft = result["ttft_us"]
-    raw, sk = ttft["raw aiohttp + orjson"], ttft["streamkit-aiohttp"]
-    print(
-        f"\nTTFT on loopback, median of {args.ttft_requests} one-token requests: streamkit-aiohttp "
-        f"{sk:.0f} us, raw aiohttp + orjson {raw:.0f} us: {sk / raw:.2f}x"
-    )
-    many = result["concurrent_chunks_per_s"]
-    ours_many, theirs = many["streamkit-aiohttp"], many["openai-aiohttp"]
-    print(
-        f"\n{args.concurrent} concurrent streams x {args.concurrent_tokens} tokens in one process: "
-        f"streamkit-aiohttp {ours_many:,.0f} chunks/s, openai-aiohttp {theirs:,.0f} chunks/s: "
-        f"{ours_many / theirs:.1f}x"
-    )
+    for workload, cost in result["cost"].items():
+        api, regime = workload.split()
+        ours = cost["streamkit-aiohttp"]["cpu_us_per_event"]
+        shape = (
+            f"{args.streams} concurrent streams x {args.tokens} tokens, {args.events_per_write} events per "
+            "server write"
+            if regime == "bursts"
+            else f"1 stream x {args.big_tokens} tokens in 64 KiB writes"
+        )
+        print(
+            f"\n{api}, {regime}: client CPU per event, {shape}, median of {args.rounds} rounds\n"
+            f"(ratio = contender's CPU per event / streamkit-aiohttp's)\n"
+        )
+        print(f"{'client':<30}{'CPU us/event':>14}{'events/s':>12}{'ratio':>9}")
+        for name, row in cost.items():
+            us = row["cpu_us_per_event"]
+            print(f"{name:<30}{us:>14.2f}{row['events_per_s']:>12,.0f}{us / ours:>8.2f}x")
+    if "ttft_us" in result:
+        ttft = result["ttft_us"]
+        raw, sk = ttft["raw aiohttp + orjson"], ttft["streamkit-aiohttp"]
+        print(
+            f"\nTTFT on loopback, median of {args.ttft_requests} one-token requests: streamkit-aiohttp "
+            f"{sk:.0f} us, raw aiohttp + orjson {raw:.0f} us: {sk / raw:.2f}x"
+        )
+    if "concurrent_events_per_s" in result:
+        many = result["concurrent_events_per_s"]
+        ours_many, theirs = many["streamkit-aiohttp"], many["openai-aiohttp"]
+        print(
+            f"\n{args.concurrent} concurrent streams x {args.concurrent_tokens} tokens in one process: "
+            f"streamkit-aiohttp {ours_many:,.0f} events/s, openai-aiohttp {theirs:,.0f} events/s: "
+            f"{ours_many / theirs:.1f}x"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--streams", type=int, default=8, help="concurrent streams per round")
-    parser.add_argument("--tokens", type=int, default=2000, help="tokens per stream")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--api", choices=["chat", "responses", "messages", "all"], default="chat")
+    parser.add_argument("--regime", choices=["bursts", "big", "both"], default="both")
+    parser.add_argument(
+        "--parts", nargs="+", choices=["cost", "ttft", "many"], default=["cost", "ttft", "many"]
+    )
+    parser.add_argument("--streams", type=int, default=8, help="concurrent streams per round (bursts)")
+    parser.add_argument("--tokens", type=int, default=2000, help="tokens per stream (bursts)")
+    parser.add_argument("--big-tokens", type=int, default=20000, help="tokens of the one big stream")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--events-per-write",
         type=int,
         default=64,
-        help="events the server sends per write in the cost part (1: one per write, as a live model)",
+        help="events the server sends per write in the bursts regime (1: one per write, as a live model)",
     )
     parser.add_argument("--ttft-requests", type=int, default=300)
     parser.add_argument("--concurrent", type=int, default=1000)

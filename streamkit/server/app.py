@@ -210,7 +210,8 @@ class _Stream:
         self.stats = stats
         self.end = faults.line_end
         self.rng = random.Random()
-        self.batch: list[bytes] = []  # events held back to go out in one write (events_per_write)
+        self.batch: list[bytes] = []  # events held back for one write (events_per_write, write_bytes)
+        self.batched = 0  # their bytes
         self.faulty = dataclasses.replace(faults, key="") != Faults()  # a fault may need what is held back
         self.response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -222,9 +223,11 @@ class _Stream:
         return head + b"data: " + data + self.end + self.end
 
     async def write(self, data: bytes) -> None:
-        if self.timing.events_per_write > 1:
+        timing = self.timing
+        if timing.events_per_write > 1 or timing.write_bytes:
             self.batch.append(data)
-            if len(self.batch) >= self.timing.events_per_write:
+            self.batched += len(data)
+            if len(self.batch) >= timing.events_per_write > 1 or self.batched >= timing.write_bytes > 0:
                 await self.flush()
             return
         await self.send(data)
@@ -233,6 +236,7 @@ class _Stream:
         if self.batch:
             data = b"".join(self.batch)
             self.batch.clear()
+            self.batched = 0
             await self.send(data)
 
     async def send(self, data: bytes) -> None:

@@ -6,7 +6,9 @@ The same syntax serves the command line (`streamkit serve --timing ... --fault .
 Timing: `ttft=S` (seconds before the first token), `itl=S` (seconds per token) or `tps=N` (tokens per second),
 `tokens_per_chunk=N`, `jitter=F` (each wait is scaled by a random factor in [1-F, 1+F]), `tokens=N` (the
 natural length of an answer), `events_per_write=N` (events sent together, up to N per write, until a wait: a
-firehose that lets a benchmark measure the client rather than the server).
+firehose that lets a benchmark measure the client rather than the server), `write_bytes=N` (events sent
+together until they fill N bytes, or a wait comes: one big stream in 64 KiB writes, say, whose reads cut
+events anywhere).
 
 Faults: every fault comes in the form of the API that was called. "Events" are chunks for chat and legacy
 completions, and the typed events of the Responses and Messages APIs.
@@ -77,6 +79,7 @@ class Timing:
     jitter: float = 0.0
     tokens: int = 16
     events_per_write: int = 1
+    write_bytes: int = 0
 
     @classmethod
     def parse(cls, spec: str, base: Timing | None = None) -> Timing:
@@ -89,7 +92,7 @@ class Timing:
                 changes["itl"] = 1 / tps if tps else 0.0
             elif name in ("ttft", "itl", "jitter"):
                 changes[name] = _number(name, value, float)
-            elif name in ("tokens_per_chunk", "tokens", "events_per_write"):
+            elif name in ("tokens_per_chunk", "tokens", "events_per_write", "write_bytes"):
                 changes[name] = int(_number(name, value, int))
             else:
                 raise ValueError(f"unknown timing setting {name!r}")
