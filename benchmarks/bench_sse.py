@@ -9,10 +9,11 @@ Workloads:
 - big: 256 events of 64 KiB data each, fed in 4 KiB reads, so that every event spans many reads;
 - bytewise: 2,000 OpenAI chunks fed one byte at a time.
 
-Each contender turns bytes into events the way it does inside its library: streamkit's `SSEDecoder.feed`;
-httpx-sse's UTF-8 text decoding, `SSELineDecoder` and `SSEDecoder.decode` per line (what `aiter_sse` runs);
-openai-python's `SSEDecoder.iter_bytes`. The contenders are run in turn, round after round, so that the
-machine's drift hits all alike; each figure is the median over the rounds.
+Each contender turns bytes into events the way it does inside its library: streamkit's `SSEDecoder.feed_raw`
+(what its client runs: each event's type and data as bytes, for the JSON parser) and `SSEDecoder.feed` (full
+`ServerSentEvent`s, decoded text); httpx-sse's UTF-8 text decoding, `SSELineDecoder` and `SSEDecoder.decode`
+per line (what `aiter_sse` runs); openai-python's `SSEDecoder.iter_bytes`. The contenders are run in turn,
+round after round, so that the machine's drift hits all alike; each figure is the median over the rounds.
 
 Then decode + aggregate: the cost per chunk of turning the llm stream into a final ChatCompletion (SSE, JSON
 into typed chunks, merge), for streamkit and for openai-python (pydantic models and its
@@ -36,6 +37,7 @@ from openai.lib.streaming.chat._completions import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk as OpenAIChatCompletionChunk
 
 import streamkit
+from streamkit.protocols import CHAT
 
 Chunks = list[bytes]
 Contender = Callable[[Chunks], int]
@@ -113,6 +115,15 @@ def run_streamkit(chunks: Chunks) -> int:
     return n
 
 
+def run_streamkit_raw(chunks: Chunks) -> int:
+    decoder = streamkit.SSEDecoder()
+    feed = decoder.feed_raw
+    n = 0
+    for chunk in chunks:
+        n += len(feed(chunk))
+    return n
+
+
 def run_httpx_sse(chunks: Chunks) -> int:
     text = codecs.getincrementaldecoder("utf-8")(errors="replace")
     lines = HttpxSSELineDecoder()
@@ -130,7 +141,8 @@ def run_openai(chunks: Chunks) -> int:
 
 
 CONTENDERS: dict[str, Contender] = {
-    "streamkit": run_streamkit,
+    "streamkit": run_streamkit_raw,
+    "streamkit .feed": run_streamkit,
     "httpx-sse": run_httpx_sse,
     "openai": run_openai,
 }
@@ -157,12 +169,14 @@ def aggregate_streamkit(events: list[bytes]) -> float:
     start = time.perf_counter()
     decoder = streamkit.SSEDecoder()
     acc = streamkit.ChatCompletionAccumulator()
-    from_json = streamkit.ChatCompletionChunk.from_json
+    decode = CHAT.decode
     for chunk in events:
-        for event in decoder.feed(chunk):
-            if event.data.startswith("[DONE]"):
+        for kind, data in decoder.feed_raw(chunk):
+            if data.startswith(b"[DONE]"):
                 break
-            acc.add(from_json(event.data))
+            chunk_ = decode(data, kind)
+            if chunk_ is not None:
+                acc.add(chunk_)
     acc.final()
     return time.perf_counter() - start
 
@@ -237,13 +251,13 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(results, indent=2))
         return
     print(f"SSE decoding, median of {args.rounds} rounds (speedup = contender's time / streamkit's time)\n")
-    print(f"{'workload':34} {'decoder':10} {'MB/s':>9} {'events/s':>12} {'streamkit speedup':>18}")
+    print(f"{'workload':34} {'decoder':16} {'MB/s':>9} {'events/s':>12} {'streamkit speedup':>18}")
     for label, _, _ in workloads:
         table = results[label]
         assert isinstance(table, dict)
         for name, row in table.items():
             print(
-                f"{label:34} {name:10} {row['MB_per_s']:9.1f} {row['events_per_s']:12,.0f}"
+                f"{label:34} {name:16} {row['MB_per_s']:9.1f} {row['events_per_s']:12,.0f}"
                 f" {row['streamkit_speedup']:17.2f}x"
             )
     print(
