@@ -91,6 +91,70 @@ async def test_stop_and_a_conversation(real_client: streamkit.AsyncClient) -> No
     assert stopped.choices[0].finish_reason == "stop"
 
 
+async def test_a_connection_llama_cpp_closed_is_replaced_not_retried(
+    local_model: LocalModel, transport: str
+) -> None:
+    # llama.cpp's server answers `Keep-Alive: timeout=5` and closes the connection right after each stream:
+    # the next request may find it in the pool, closed. With no retries allowed, every request still succeeds.
+    async with streamkit.AsyncClient(
+        base_url=local_model.base_url,
+        transport=transport,  # type: ignore[arg-type]
+        max_retries=0,
+    ) as client:
+        for _ in range(4):
+            stream = await client.chat.completions.create(
+                model=MODEL_NAME, messages=QUESTION, max_tokens=4, temperature=0.0, stream=True
+            )
+            final = await stream.get_final_completion()
+            metrics = stream.metrics
+            assert final.choices[0].message.content and metrics.attempts >= 1
+            assert metrics.call_ttft is not None and metrics.ttft is not None
+            assert metrics.call_ttft >= metrics.ttft
+
+
+async def test_responses_stream_equals_the_whole_response(real_client: streamkit.AsyncClient) -> None:
+    params = streamkit.ResponseParams(temperature=0.0, max_output_tokens=32)
+    whole = await real_client.responses.create(model=MODEL_NAME, input=QUESTION, **params)
+    stream = await real_client.responses.create(model=MODEL_NAME, input=QUESTION, stream=True, **params)
+    async with stream:
+        texts = [text async for text in stream.text_deltas()]
+    final = await stream.get_final_response()
+    # llama.cpp says "completed" where OpenAI would say "incomplete" at max_output_tokens.
+    assert final.status == whole.status and final.status in ("completed", "incomplete")
+    assert final.output_text == whole.output_text == "".join(texts) != ""
+    assert (
+        final.usage is not None
+        and final.usage.output_tokens == len(texts) == stream.metrics.completion_tokens
+    )
+    assert stream.metrics.ttft is not None and len(stream.metrics.token_arrivals) == len(texts)
+
+
+async def test_messages_stream_equals_the_whole_message(real_client: streamkit.AsyncClient) -> None:
+    params = streamkit.MessageParams(temperature=0.0, system="Answer briefly.")
+    whole = await real_client.messages.create(model=MODEL_NAME, messages=QUESTION, max_tokens=32, **params)
+    stream = await real_client.messages.create(
+        model=MODEL_NAME, messages=QUESTION, max_tokens=32, stream=True, **params
+    )
+    async with stream:
+        texts = [text async for text in stream.text_deltas()]
+    final = await stream.get_final_message()
+    assert final.text == whole.text == "".join(texts) != ""
+    assert final.stop_reason == whole.stop_reason == "max_tokens"
+    assert final.usage is not None and final.usage.output_tokens == len(texts)
+    assert stream.metrics.ttft is not None and len(stream.metrics.token_arrivals) == len(texts)
+
+
+async def test_conversations_on_responses_and_messages(real_client: streamkit.AsyncClient) -> None:
+    for api in ("responses", "messages"):
+        conversation = streamkit.Conversation(
+            real_client, model=MODEL_NAME, api=api, system="Answer briefly.", max_tokens=12, temperature=0.0
+        )
+        first = await (await conversation.send("Name a colour.")).get_final()
+        await (await conversation.send("Name another one.")).get_final()
+        assert [m["role"] for m in conversation.messages if "role" in m] == ["user", "assistant"] * 2, api
+        assert first is not None
+
+
 def test_chat_streams_from_the_embedded_local_model_by_default(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     question = "Explain the difference between symmetric and asymmetric encryption."
