@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from streamkit.bench.cli import _first_model as first_model
+from streamkit.bench.cli import first_model
 from streamkit.client import AsyncClient
 from streamkit.conversation import Conversation
 from streamkit.errors import APIError, APIStatusError, StreamkitError
@@ -94,7 +94,7 @@ def _endpoint(args: argparse.Namespace) -> Iterator[_Endpoint]:
             # gets its small model.
             key = args.api_key or os.environ.get(f"{provider}_API_KEY")
             if base_url and not any(host in base_url for host in ("api.openai.com", "api.anthropic.com")):
-                model = first_model(base_url, key)
+                model = first_model(base_url, key, provider.lower())
             else:
                 model = DEFAULT_REMOTE_MODELS[provider.lower()]
         yield _Endpoint(args.base_url, args.api_key, model)

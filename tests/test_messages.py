@@ -630,7 +630,8 @@ def test_anthropic_stream() -> None:
     assert isinstance(answer, m.TextBlock) and answer.citations is None
     assert isinstance(tool, m.ToolUseBlock) and tool.input == TOOL_INPUT
     assert final.text == ANSWER and final.stop_sequence is None
-    assert len([e for e in events if MESSAGES.flags(e) & TOKEN]) == 4 + len(pieces(TOOL_JSON, 3))
+    # 4 text and thinking deltas, the tool_use block's start (its name), its input fragments
+    assert len([e for e in events if MESSAGES.flags(e) & TOKEN]) == 4 + 1 + len(pieces(TOOL_JSON, 3))
     # Without `event:` lines (a proxy's data-only frames), the same events and the same final.
     assert events_of(STREAMS["anthropic_data_only"]) == events
 

@@ -1236,11 +1236,15 @@ def mutate(data: bytes, edits: list[tuple[int, int, int]]) -> bytes:
 
 
 def decode_or_reject(data: bytes, event: str) -> ResponseEvent | None:
-    """Decode, and check the only failure is `ChunkDecodeError` with the data as its `raw`."""
+    """Decode, and check the only failure is `ChunkDecodeError` with the data as its `raw`, or, for an
+    `event: error` whose data is no event (a proxy's plain text), the `StreamAPIError` it stands for."""
     try:
         return RESPONSES.decode(data, event)
     except ChunkDecodeError as exc:
         assert exc.raw == data.decode("utf-8", "replace")
+        return None
+    except StreamAPIError as exc:
+        assert event == "error" and exc.raw == data.decode("utf-8", "replace")
         return None
 
 
@@ -1302,6 +1306,12 @@ def test_flags(name: str) -> None:
     if name in TOKEN_DELTAS:
         assert RESPONSES.flags(decoded({"type": name, "delta": "x"})) == TOKEN
         assert RESPONSES.flags(decoded({"type": name, "delta": ""})) == 0
+    elif name == "response.output_item.added":
+        # A call's announcement carries its name, as chat's first tool-call chunk does: a token.
+        call = {"type": "function_call", "id": "fc_1", "call_id": "c", "name": "f", "arguments": ""}
+        assert RESPONSES.flags(decoded({"type": name, "output_index": 0, "item": call})) == TOKEN
+        message = {"type": "message", "id": "m", "role": "assistant", "content": []}
+        assert RESPONSES.flags(decoded({"type": name, "output_index": 0, "item": message})) == 0
     else:
         assert RESPONSES.flags(event) == expected.get(name, 0)
     text = RESPONSES.text(decoded({"type": name, "delta": "x"}))

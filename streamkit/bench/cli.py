@@ -17,11 +17,13 @@ from typing import Any
 
 from streamkit.bench.metrics import RequestRecord, Slo
 from streamkit.bench.report import load_result, merge_results, plot, result_json, save_requests, table
-from streamkit.bench.runner import LoadConfig, RunResult, calibrate, run_in_loop, run_load, run_workers
+from streamkit.bench.runner import LoadConfig, RunResult, calibrate, run_in_loop, run_load, run_workers, split
 from streamkit.bench.workload import Requests, generated_requests, load_requests
 from streamkit.protocols import APIS
 
 __all__ = ["add_parser", "run"]
+
+LOCAL = "local"  # `--ray` alone: a local Ray runtime, started for the run
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,9 +34,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("files", nargs="*", type=Path, help="result files to merge (with `merge`)")
     target = p.add_argument_group("endpoint")
     target.add_argument(
-        "--base-url", help="API base URL (default: OPENAI_BASE_URL, else the built-in server)"
+        "--base-url",
+        help="API base URL (default: OPENAI_BASE_URL, or ANTHROPIC_BASE_URL for messages; else the built-in "
+        "server)",
     )
-    target.add_argument("--api-key", help="API key (default: OPENAI_API_KEY)")
+    target.add_argument(
+        "--api-key", help="API key (default: OPENAI_API_KEY, or ANTHROPIC_API_KEY for messages)"
+    )
     target.add_argument("--model", help="model name (default: the endpoint's first model in /v1/models)")
     target.add_argument(
         "--api",
@@ -54,9 +60,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     load.add_argument("--warmup", type=int, default=0, help="requests sent first and not measured")
     load.add_argument(
         "--workers",
-        type=_workers,
+        type=_worker_count,
         default=1,
         help="spread the load over K processes, one event loop each; auto: one per core this process may use",
+    )
+    load.add_argument(
+        "--ray",
+        nargs="?",
+        const=LOCAL,
+        metavar="ADDRESS",
+        help="run the workers as Ray actors (the `ray` extra): alone, on a local Ray runtime started for the "
+        "run; auto or ray://HOST:PORT, on a cluster. --workers is then the number of actors (auto: one per "
+        "CPU of the cluster)",
     )
     load.add_argument(
         "--loop",
@@ -84,10 +99,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def _workers(value: str) -> int:
     """`--workers`: a count, or `auto` for the cores this process may run on."""
+    return _worker_count(value) or _cores()
+
+
+def _cores() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def _worker_count(value: str) -> int | None:
+    """`--workers` as parsed: a count, or None for `auto` (the cores here; with --ray, the cluster's CPUs)."""
     if value == "auto":
-        return max(
-            1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        )
+        return None
     try:
         count = int(value)
     except ValueError:
@@ -128,16 +150,32 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, slo: Slo | None, extra: dict[str, Any]) -> int:
     from streamkit.server import ServerConfig, ServerThread
 
-    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
-    api_key = args.api_key or os.environ.get("OPENAI_API_KEY")
+    # Each provider's own variables: a key from one is never sent to the other's API.
+    provider = APIS[args.api].provider.upper()
+    base_url = args.base_url or os.environ.get(f"{provider}_BASE_URL")
+    if base_url and not args.base_url and provider == "ANTHROPIC":
+        base_url = base_url.rstrip("/") + "/v1"  # Anthropic's base URLs have no /v1: its SDK adds it
+    api_key = args.api_key or os.environ.get(f"{provider}_API_KEY")
+    if args.ray not in (None, LOCAL) and base_url is None:
+        # The built-in server listens on this machine's loopback, which a cluster's nodes cannot reach.
+        return _fail(
+            f"--ray {args.ray} needs --base-url: the built-in server serves this machine only (on a cluster, "
+            "run `streamkit serve --host 0.0.0.0` on a node and pass its URL)"
+        )
+    ray_bench = None
     with contextlib.ExitStack() as stack:
+        if args.ray is not None:
+            from streamkit.bench.ray import RayBench
+
+            address = None if args.ray == LOCAL else args.ray
+            ray_bench = stack.enter_context(RayBench(address, local_cpus=args.workers))
         if base_url is None:
             base_url = stack.enter_context(ServerThread(ServerConfig())).base_url
             print(
                 f"streamkit bench: no endpoint given; measuring the built-in server at {base_url}",
                 file=sys.stderr,
             )
-        model = args.model or _first_model(base_url, api_key)
+        model = args.model or first_model(base_url, api_key, provider.lower())
         api = APIS[args.api]
         count = args.num_requests if args.duration is None else None  # made as they are sent
         if args.requests_file:
@@ -153,11 +191,19 @@ def _run(args: argparse.Namespace, slo: Slo | None, extra: dict[str, Any]) -> in
             rate=args.rate, burstiness=args.burstiness, duration=args.duration, warmup=args.warmup,
             seed=args.seed, timeout=args.timeout, transport=args.transport, loop=args.loop,
         )  # fmt: skip
-        calibration = None if args.no_calibrate else run_in_loop(calibrate(), args.loop)
-        if args.workers > 1:
-            result = run_workers(config, requests, args.workers)
+        if ray_bench is not None:
+            ray_bench.place(len(split(config, requests, args.workers or ray_bench.cpus())))
+            calibration = None if args.no_calibrate else ray_bench.calibrate(args.loop)
+            result = ray_bench.run(config, requests)
+            for line in ray_bench.errors:
+                print(f"streamkit bench: {line}", file=sys.stderr)
         else:
-            result = _with_progress(config, requests, args)
+            calibration = None if args.no_calibrate else run_in_loop(calibrate(), args.loop)
+            workers = args.workers or _cores()
+            if workers > 1:
+                result = run_workers(config, requests, workers)
+            else:
+                result = _with_progress(config, requests, args)
     settings = {
         "model": model,
         "base_url": base_url,
@@ -172,7 +218,7 @@ def _run(args: argparse.Namespace, slo: Slo | None, extra: dict[str, Any]) -> in
     if args.save_requests:
         save_requests(result, args.save_requests)
     _emit(output, args)
-    return 0
+    return 1 if output["streamkit"].get("partial") else 0
 
 
 def _emit(result: dict[str, Any], args: argparse.Namespace) -> None:
@@ -183,12 +229,19 @@ def _emit(result: dict[str, Any], args: argparse.Namespace) -> None:
         plot(result, args.plot)
 
 
-def _first_model(base_url: str, api_key: str | None) -> str:
-    """The first model the endpoint lists. Raises RuntimeError when it lists none."""
+def first_model(base_url: str, api_key: str | None, provider: str = "openai") -> str:
+    """The first model the endpoint lists, asked with the provider's own key header. Raises RuntimeError when
+    it lists none."""
     import urllib.request
 
+    from streamkit.client import ANTHROPIC_VERSION
+
     request = urllib.request.Request(base_url.rstrip("/") + "/models")
-    if api_key:
+    if provider == "anthropic":
+        request.add_header("anthropic-version", ANTHROPIC_VERSION)
+        if api_key:
+            request.add_header("x-api-key", api_key)
+    elif api_key:
         request.add_header("Authorization", f"Bearer {api_key}")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:

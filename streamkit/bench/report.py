@@ -32,6 +32,10 @@ LAG_LIMIT = 0.005  # p99 event-loop lag above this, in seconds, flags the run
 QUEUE_LIMIT = 0.010  # p99 client queue time above this flags the run (open loop without a cap)
 # A share of token gaps inside one read above this marks the ITL and TPOT rows: one in a hundred is noise.
 COALESCED_LIMIT = 0.01
+# A Ray actor's clock offset places its records on the shared timeline within its uncertainty (latencies, each
+# on one clock, are exact). Past a tenth of the median TTFT, that misplacement is as large as the spread of
+# TTFTs on a steady server, and events a TTFT apart on different nodes may be misordered in the merged run.
+CLOCK_LIMIT = 0.1
 
 _METRICS = ("ttft", "tpot", "itl", "e2el")
 
@@ -56,6 +60,18 @@ def flags(result: RunResult, summary: Summary, capped: bool) -> list[str]:
         )
     if summary.tokens_estimated:
         found.append("the server sent no usage for some requests: their token counts are estimated")
+    ray = result.ray or {}
+    if ray.get("failed"):
+        found.append(
+            f"partial result: Ray actor(s) {', '.join(ray['failed'])} failed, and their share of the load "
+            "is missing"
+        )
+    uncertainty, ttft = ray.get("max_uncertainty_ms"), summary.ttft["median"]
+    if uncertainty is not None and not math.isnan(ttft) and uncertainty / 1000 > CLOCK_LIMIT * ttft:
+        found.append(
+            f"clock offset uncertainty {uncertainty:.2f} ms > {CLOCK_LIMIT:.0%} of the median TTFT "
+            f"({ttft * 1e3:.1f} ms): the actors' records are on one timeline only within that"
+        )
     if summary.coalesced > COALESCED_LIMIT:
         found.append(
             f"{summary.coalesced:.0%} of the gaps between token events were inside one read: the client read "
@@ -105,6 +121,7 @@ def result_json(
         "version": __version__,
         "start_wall": result.start_wall,
         "workers": result.workers,
+        **({} if result.ray is None else {"ray": result.ray, "partial": bool(result.ray.get("failed"))}),
         "slo": str(slo) if slo else None,
         "failures": summary.failures,
         "tokens_estimated": summary.tokens_estimated,
@@ -228,7 +245,19 @@ def table(result: Mapping[str, Any]) -> str:
         cal = sk["calibration_ms"]
         row("Floor: TTFT p50 / p99 (ms):", _pair(cal["ttft_p50"], cal["ttft_p99"]))
         row("Floor: token lateness p50 / p99 (ms):", _pair(cal["late_p50"], cal["late_p99"]))
-    row("Workers (processes):", sk["workers"])
+    ray = sk.get("ray")
+    if ray is None:
+        row("Workers (processes):", sk["workers"])
+    else:
+        nodes = len(ray["nodes"])
+        row("Workers (Ray actors):", f"{sk['workers']} on {nodes} node{'s' if nodes != 1 else ''}")
+        for a in ray["actors"]:
+            status = "" if a["status"] == "ok" else f" [{a['status']}]"
+            u = a["uncertainty_ms"]
+            row(
+                f"  {a['name']} @ {a['ip']}{status}: clock offset (ms):",
+                f"{a['offset_ms']:+.3f} +- {'n/a' if u is None else format(u, '.3f')}",
+            )
     if "loop" in sk:
         row("Event loop:", sk["loop"])
     for w in sk.get("worker_stats", []) if sk["workers"] > 1 else []:

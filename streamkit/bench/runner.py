@@ -72,6 +72,8 @@ class RunResult:
     """Each worker's own lag samples, by worker index (a single process is worker 0)."""
     loop: str = "asyncio"
     """The event loop the run's processes ran on."""
+    ray: dict[str, Any] | None = None
+    """For a run on Ray actors (`streamkit.bench.ray`): its nodes, actors, clock offsets and failed actors."""
 
     @property
     def lag_stats(self) -> dict[str, float]:
@@ -204,7 +206,7 @@ async def run_load(
     timeout = streamkit.Timeout(connect=30, idle=config.timeout, total=config.timeout)
     async with streamkit.AsyncClient(
         base_url=config.base_url,
-        api_key=config.api_key or "none",
+        api_key=config.api_key,
         transport=config.transport,  # type: ignore[arg-type]
         max_retries=0,
         timeout=timeout,
@@ -347,13 +349,19 @@ def run_workers(config: LoadConfig, requests: Sequence[BenchRequest], k: int) ->
 
 
 def merge_parts(parts: Sequence[Mapping[str, Any]], workers: int | None = None) -> RunResult:
-    """Records of several runs on one timeline: each shifted by its start's offset from the earliest."""
-    start = min(p["start_wall"] for p in parts)
+    """Records of several runs on one timeline: each shifted by its start's offset from the earliest.
+
+    A part's `start_wall` is on the clock of the machine that ran it. A part may say by how much that clock
+    was ahead of this one's (`clock_offset`, in seconds, as measured by `streamkit.bench.ray`): it is taken
+    off first, so that every record lands on this machine's clock. Without it, the clocks are taken to agree.
+    """
+    walls = [p["start_wall"] - p.get("clock_offset", 0.0) for p in parts]
+    start = min(walls)
     records: list[RequestRecord] = []
     lag: list[float] = []
     worker_lags: dict[int, list[float]] = {}
-    for index, part in enumerate(parts):
-        shift = part["start_wall"] - start
+    for index, (part, wall) in enumerate(zip(parts, walls, strict=True)):
+        shift = wall - start
         for data in part["records"]:
             record = RequestRecord.from_dict(data)
             record.t_sched += shift

@@ -477,6 +477,11 @@ class MessagesApi(TypedEventApi[MessageEvent, Message]):
             if isinstance(delta, ThinkingDelta):
                 return TOKEN if delta.thinking else 0
             return 0
+        if kind is ContentBlockStartEvent:
+            # A tool_use block's start carries the tool's name, the model's first tokens of the call: as chat
+            # counts the chunk that names a tool call, so that TTFT means the same on every API.
+            block = item.content_block  # type: ignore[union-attr]
+            return TOKEN if isinstance(block, ToolUseBlock | ServerToolUseBlock) and block.name else 0
         if kind is MessageStopEvent:
             return END
         if kind is MessageErrorEvent:
@@ -655,7 +660,8 @@ class MessagesApi(TypedEventApi[MessageEvent, Message]):
                 "name": call.name,
                 "input": {},
             }
-            frames.append(event("content_block_start", index=i, content_block=block))
+            # The tool's name: one token, as chat's first tool-call chunk carries it.
+            frames.append(event("content_block_start", tokens=1, index=i, content_block=block))
             frames.append(
                 event("content_block_delta", index=i, delta={"type": "input_json_delta", "partial_json": ""})
             )

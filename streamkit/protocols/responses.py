@@ -791,7 +791,7 @@ class ResponseAccumulator:
     `snapshot` is the response so far, at any point.
     """
 
-    __slots__ = ("_by_id", "_by_index", "_error", "_events", "_response", "_terminal")
+    __slots__ = ("_by_id", "_by_index", "_error", "_events", "_last", "_response", "_terminal")
 
     def __init__(self) -> None:
         self._response: Response | None = None  # the latest lifecycle event's
@@ -800,6 +800,9 @@ class ResponseAccumulator:
         self._by_index: dict[int, _ItemParts] = {}
         self._by_id: dict[str, _ItemParts] = {}
         self._events = 0
+        # The part the last text delta went to, by its (output_index, item_id, content_index): the deltas of
+        # one part come in a run, and need not be looked up one by one. Forgotten when items change.
+        self._last: tuple[tuple[int | None, str | None, int | None], _PartParts] | None = None
 
     @property
     def events(self) -> int:
@@ -836,6 +839,7 @@ class ResponseAccumulator:
         elif self._by_index:
             parts = self._by_index[max(self._by_index)]  # neither index nor id: the latest item
         if parts is None:
+            self._last = None
             if output_index is None:
                 output_index = max(self._by_index, default=-1) + 1
             item: Any = make(id=item_id)
@@ -845,6 +849,7 @@ class ResponseAccumulator:
         return parts
 
     def _announce(self, output_index: int | None, item: OutputItem | None) -> _ItemParts:
+        self._last = None
         item_id = _item_id(item)
         parts = self._item(output_index, item_id, type(item) if isinstance(item, Model) else OutputMessage)
         if item is not None:
@@ -856,8 +861,14 @@ class ResponseAccumulator:
     def add(self, event: ResponseStreamEvent | UnknownEvent) -> None:
         """Merge one event."""
         self._events += 1
-        if isinstance(event, ResponseTextDeltaEvent):
-            part = self._item(event.output_index, event.item_id).part(event.content_index)
+        if type(event) is ResponseTextDeltaEvent:
+            key = (event.output_index, event.item_id, event.content_index)
+            last = self._last
+            if last is not None and last[0] == key:
+                part = last[1]
+            else:
+                part = self._item(event.output_index, event.item_id).part(event.content_index)
+                self._last = (key, part)
             part.text.pieces.append(event.delta)
             if event.logprobs:
                 part.logprobs = (part.logprobs or []) + event.logprobs
@@ -989,6 +1000,7 @@ _TOKEN_DELTAS: frozenset[type[Any]] = frozenset(
         *_ARGUMENT_DELTAS,
     }
 )
+_NAMED_CALLS = (FunctionCallItem, CustomToolCallItem, McpCallItem)
 _FLAGS: dict[type[Any], int] = {
     ResponseCompletedEvent: END,
     ResponseIncompleteEvent: END,
@@ -1010,6 +1022,11 @@ class ResponsesApi(TypedEventApi[ResponseEvent, Response]):
         kind = type(item)
         if kind in _TOKEN_DELTAS:
             return TOKEN if item.delta else 0  # type: ignore[union-attr]
+        if kind is ResponseOutputItemAddedEvent:
+            # A call's announcement carries its name, the model's first tokens of it: as chat counts the chunk
+            # that names a tool call, and Messages a tool_use block's start, so that TTFT means the same.
+            call = item.item  # type: ignore[union-attr]
+            return TOKEN if isinstance(call, _NAMED_CALLS) and call.name else 0
         return _FLAGS.get(kind, 0)
 
     def text(self, item: ResponseEvent) -> str | None:
@@ -1188,6 +1205,7 @@ class ResponsesApi(TypedEventApi[ResponseEvent, Response]):
                 frames.append(
                     event(
                         "response.output_item.added",
+                        tokens=1,  # the call's name, as chat's first tool-call chunk carries it
                         output_index=i,
                         item={**item, "arguments": "", "status": "in_progress"},
                     )

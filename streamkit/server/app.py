@@ -118,7 +118,8 @@ class _Handler:
 
     async def models(self, request: web.Request) -> web.Response:
         try:
-            self._authorize(request, APIS["chat"])
+            # Either provider's key header: /v1/models serves the clients of every API.
+            self._authorize(request, APIS["messages"])
         except RequestError as exc:
             return self._error(APIS["chat"], exc)
         model = {"id": self.config.model, "object": "model", "created": 0, "owned_by": "streamkit"}

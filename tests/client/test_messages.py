@@ -257,15 +257,14 @@ async def test_a_forced_tool(client: streamkit.AsyncClient, choice: dict[str, An
     assert tool.input["unit"] in ("c", "f")
     fragments = [d.partial_json for d in deltas_of(events) if isinstance(d, m.InputJSONDelta)]
     assert len(fragments) > 2 and json.loads("".join(fragments)) == tool.input
-    assert len(stream.metrics.token_arrivals) == len([f for f in fragments if f])  # the empty one: none
+    # The block's start names the tool (a token, as chat's first tool-call chunk); the empty fragment: none.
+    assert len(stream.metrics.token_arrivals) == 1 + len([f for f in fragments if f])
     first = next(
         i
         for i, e in enumerate(events)
-        if isinstance(e, m.ContentBlockDeltaEvent)
-        and isinstance(e.delta, m.InputJSONDelta)
-        and e.delta.partial_json
+        if isinstance(e, m.ContentBlockStartEvent) and isinstance(e.content_block, m.ToolUseBlock)
     )
-    assert stream.metrics.first_token == stream.metrics.arrivals[first]  # ttft: the first piece of input
+    assert stream.metrics.first_token == stream.metrics.arrivals[first]  # ttft: the tool's name
     assert text_of(events) == "" and [t async for t in stream.text_deltas()] == []
 
 
