@@ -514,12 +514,6 @@ def _split(params: Mapping[str, object]) -> tuple[dict[str, object], _RequestOpt
     return body, options
 
 
-_STREAM_TYPES: dict[str, type[Stream[Any, Any]]] = {
-    stream_type.api.name: stream_type
-    for stream_type in (ChatCompletionStream, CompletionStream, ResponseStream)
-}
-
-
 class ChatCompletions:
     """`client.chat.completions`."""
 

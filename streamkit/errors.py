@@ -21,9 +21,9 @@ StreamkitError
     └── IncompleteStreamError    the body ended before the stream was complete; .partial
 ```
 
-Every error carries `.partial`: the `ChatCompletion` or `Completion` accumulated before it was raised, or
-None when it was raised before the response started. Errors about one bad event carry `.raw`, the event's
-text.
+Every error has `.partial`: what was accumulated before it was raised (a `ChatCompletion`, `Completion`,
+`Response` or `Message`, as the API's stream builds it), or None when it was raised before the response
+started. Errors about one bad event carry `.raw`, the event's text.
 """
 
 from __future__ import annotations

@@ -26,17 +26,34 @@ EXAMPLES = ROOT / "docs" / "examples"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerThread]:
-    """The examples ask for gpt-4o-mini; this server answers under that name, a token every 2 ms."""
-    with ServerThread(ServerConfig(model="gpt-4o-mini", timing=Timing(itl=0.002))) as server:
+    """The examples ask for gpt-4o-mini; this server answers under that name, a token every 2 ms, and only
+    with the OpenAI key of `env`."""
+    config = ServerConfig(model="gpt-4o-mini", api_key="sk-docs", timing=Timing(itl=0.002))
+    with ServerThread(config) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def claude() -> Iterator[ServerThread]:
+    """The Anthropic side of the examples: claude-haiku-4-5, only with the Anthropic key of `env`."""
+    config = ServerConfig(model="claude-haiku-4-5", api_key="sk-ant-docs", timing=Timing(itl=0.002))
+    with ServerThread(config) as server:
         yield server
 
 
 @pytest.fixture
-def env(server: ServerThread, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """What a user sets to point the examples at a server."""
-    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-docs")
-    return {**os.environ, "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-docs"}
+def env(server: ServerThread, claude: ServerThread, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """What a user sets to point the examples at a server: each provider's key and URL. Anthropic's base URL
+    has no `/v1`, which the client appends, as the anthropic SDK does."""
+    settings = {
+        "OPENAI_BASE_URL": server.base_url,
+        "OPENAI_API_KEY": "sk-docs",
+        "ANTHROPIC_BASE_URL": claude.url,
+        "ANTHROPIC_API_KEY": "sk-ant-docs",
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    return {**os.environ, **settings}
 
 
 def run_example(name: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -75,6 +92,70 @@ def test_conversation_keeps_and_trims_its_history(server: ServerThread, env: dic
         "What is TLS?", "And mTLS?", "Who issues the certificates?", "How long do they last?"
     ]  # fmt: skip
     assert [m["role"] for m in sent[1:]] == ["user", "assistant"] * 3 + ["user"]
+
+
+def test_responses(server: ServerThread, claude: ServerThread, env: dict[str, str]) -> None:
+    sent_to_claude = claude.stats.requests
+    lines = run_example("responses.py", env).stdout.splitlines()
+    assert len(lines) == 4, lines
+    text, final, call, whole = lines
+    assert text.strip()
+    assert final.startswith("status=completed tokens: ") and " out ttft=" in final
+    assert call.startswith("function_call get_weather({'city': ") and " call_id=call_" in call
+    assert whole == f"stream=False: status=completed {text!r}"  # the scripted model's same answer, at once
+    streamed, forced, at_once = list(server.stats.bodies)[-3:]
+    assert streamed["input"] == "What is a server-sent event?" and streamed["stream"] is True
+    assert (streamed["instructions"], streamed["max_output_tokens"]) == ("Answer in one sentence.", 64)
+    assert forced["tool_choice"] == {"type": "function", "name": "get_weather"}
+    assert at_once["stream"] is False
+    assert claude.stats.requests == sent_to_claude  # the Responses API is OpenAI's
+
+
+def test_messages(server: ServerThread, claude: ServerThread, env: dict[str, str]) -> None:
+    sent_to_openai = server.stats.requests
+    lines = run_example("messages.py", env).stdout.splitlines()
+    assert len(lines) == 4, lines
+    text, final, call, whole = lines
+    assert text.strip()
+    assert final.startswith("stop_reason=end_turn tokens: ") and " out ttft=" in final
+    assert call.startswith("tool_use get_weather({'city': ") and call.endswith(" stop_reason=tool_use")
+    assert whole == f"stream=False: stop_reason=end_turn {text!r}"
+    streamed, forced, at_once = list(claude.stats.bodies)[-3:]
+    assert (streamed["system"], streamed["max_tokens"]) == ("Answer in one sentence.", 256)
+    assert streamed["stream"] is True
+    assert forced["tool_choice"] == {"type": "tool", "name": "get_weather"}
+    assert at_once["stream"] is False
+    # The server took ANTHROPIC_API_KEY (as x-api-key) at ANTHROPIC_BASE_URL + /v1/messages; nothing went to
+    # the OpenAI side.
+    assert server.stats.requests == sent_to_openai
+
+
+def test_a_conversation_on_responses_and_messages(
+    server: ServerThread, claude: ServerThread, env: dict[str, str]
+) -> None:
+    lines = run_example("conversation_apis.py", env).stdout.splitlines()
+    assert len(lines) == 6, lines
+    assert lines[0].startswith('get_weather({"city": ') and lines[3].startswith('get_weather({"city": ')
+    assert lines[1].strip() and lines[4].strip()
+    assert lines[2] == "responses: ['user', 'function_call', 'function_call_output', 'message']"
+    assert lines[5] == "messages: ['user', 'assistant', 'user', 'assistant']"
+
+    body = server.stats.bodies[-1]  # the Responses API's second turn: the call and its output went back
+    user, call, output = body["input"]
+    assert user == {"role": "user", "content": "Weather in Paris?"}
+    assert call["type"] == "function_call" and output["type"] == "function_call_output"
+    assert output["call_id"] == call["call_id"] and body["tool_choice"] == "none"
+    assert (body["instructions"], body["max_output_tokens"]) == ("Answer in one sentence.", 256)
+
+    body = claude.stats.bodies[-1]  # Messages' second turn: the tool_use block and its tool_result
+    user, assistant, result = body["messages"]
+    assert [user["role"], assistant["role"], result["role"]] == ["user", "assistant", "user"]
+    (tool_use,) = assistant["content"]
+    (tool_result,) = result["content"]
+    assert tool_use["type"] == "tool_use" and tool_result["tool_use_id"] == tool_use["id"]
+    assert (body["system"], body["max_tokens"], body["tool_choice"]) == (
+        "Answer in one sentence.", 256, {"type": "none"}
+    )  # fmt: skip
 
 
 def test_parameters(server: ServerThread, env: dict[str, str]) -> None:
@@ -203,7 +284,7 @@ def test_the_fixture_example_passes() -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 passed" in result.stdout
+    assert "4 passed" in result.stdout
 
 
 @pytest.mark.timeout(300)

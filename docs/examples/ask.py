@@ -17,7 +17,8 @@ async def main() -> None:
                 print(text, end="", flush=True)
         print()
         final = await stream.get_final_completion()
-        print(f"finish_reason={final.choices[0].finish_reason} ttft={stream.metrics.ttft:.3f}s")
+        ttft = "-" if stream.metrics.ttft is None else f"{stream.metrics.ttft:.3f}s"  # None if no token came
+        print(f"finish_reason={final.choices[0].finish_reason} ttft={ttft}")
 
 
 asyncio.run(main())

@@ -5,6 +5,7 @@ Run with `pytest test_my_app.py`; the fixture starts one server for the session,
 
 import asyncio
 
+import anthropic
 import openai
 import pytest
 
@@ -46,3 +47,15 @@ def test_with_the_openai_sdk(streamkit_server: ServerThread) -> None:
     client = openai.OpenAI(base_url=streamkit_server.base_url, api_key="test")
     answer = client.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "Hi"}])
     assert answer.choices[0].finish_reason == "stop"
+    response = client.responses.create(model="scripted", input="Hi")  # the Responses API
+    assert response.status == "completed" and response.output_text
+
+
+def test_with_the_anthropic_sdk(streamkit_server: ServerThread) -> None:
+    # The anthropic SDK appends /v1/messages to its base URL: give it the server's root.
+    client = anthropic.Anthropic(base_url=streamkit_server.url, api_key="test")
+    with client.messages.stream(
+        model="scripted", max_tokens=64, messages=[{"role": "user", "content": "Hi"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+    assert text and stream.get_final_message().stop_reason == "end_turn"
