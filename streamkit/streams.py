@@ -35,7 +35,7 @@ import anyio
 import msgspec
 
 from streamkit.errors import FirstTokenTimeout, IncompleteStreamError, StreamkitError, TotalTimeout
-from streamkit.protocols.base import END, ERROR, TOKEN, Accumulator, Api, Model
+from streamkit.protocols.base import COUNTED, END, ERROR, TOKEN, Accumulator, Api, Model
 from streamkit.protocols.chat import CHAT, ChatCompletion, ChatCompletionChunk
 from streamkit.protocols.completions import COMPLETIONS, Completion, CompletionChunk
 from streamkit.protocols.messages import MESSAGES, Message, MessageEvent
@@ -95,7 +95,9 @@ class StreamMetrics:
         self.attempts = attempts  # requests sent for this call, the answering one included
         self.arrivals: list[float] = []  # one per item
         self.token_arrivals: list[float] = []  # one per token-carrying item
-        self.token_counts: list[int | None] = []  # the tokens each of those carried, where it says (logprobs)
+        # The tokens each of those carried, where it said (logprobs): as long as `token_arrivals`, with None
+        # where an item did not say; empty while none has said.
+        self.token_counts: list[int | None] = []
         self.reads = 0  # reads of the body that brought bytes
         self.completion_tokens: int | None = None  # output tokens from usage, once the stream has ended
         self.prompt_tokens: int | None = None  # input tokens from usage, likewise
@@ -175,7 +177,6 @@ class Stream(Generic[ItemT, FinalT]):
         "_response",
         "_token_arrived",
         "_token_count",
-        "_token_counted",
         "_total_deadline",
         "metrics",
     )
@@ -212,7 +213,6 @@ class Stream(Generic[ItemT, FinalT]):
         self._arrived = metrics.arrivals.append
         self._token_arrived = metrics.token_arrivals.append
         self._token_count = self.api.token_count
-        self._token_counted = metrics.token_counts.append
 
     # The public surface
 
@@ -371,7 +371,7 @@ class Stream(Generic[ItemT, FinalT]):
             self._arrived,
         )
         for event, raw in self._feed(data):
-            if raw[:6] == b"[DONE]":
+            if raw[:1] == b"[" and raw[:6] == b"[DONE]":  # a one-byte slice is a cached object
                 if self.api.done_completes or self._accumulator.is_finished():
                     return True
                 raise IncompleteStreamError("data: [DONE] came before the stream was complete")
@@ -387,7 +387,8 @@ class Stream(Generic[ItemT, FinalT]):
                     raise error
                 if flags & TOKEN:
                     self._token_arrived(now)
-                    self._token_counted(self._token_count(item))
+                    if flags & COUNTED:
+                        self._counted(item)
                     if self._first_token_deadline is not None:
                         self._first_token_deadline = None
                         self._deadline = self._total_deadline
@@ -396,6 +397,12 @@ class Stream(Generic[ItemT, FinalT]):
             if flags & END:
                 return True
         return False
+
+    def _counted(self, item: ItemT) -> None:
+        """Note the tokens a token item says it carried, the items before it that did not say as None."""
+        counts = self.metrics.token_counts
+        counts += [None] * (len(self.metrics.token_arrivals) - 1 - len(counts))
+        counts.append(self._token_count(item))
 
     def _redacted(self, exc: StreamkitError) -> StreamkitError:
         """The error with the API key, should a server have echoed it, taken out of its texts."""

@@ -147,7 +147,7 @@ def record_stream(
     if record.error is None and metrics.chunks and not stream.is_finished():
         record.error = "Unfinished"  # a server that ends a stream with [DONE] when it gives up on a request
         record.error_message = "the stream ended before the answer was whole"
-    counts = metrics.token_counts
+    counts = metrics.token_counts + [None] * (len(metrics.token_arrivals) - len(metrics.token_counts))
     known = [c for c in counts if c is not None]
     if len(known) == len(counts):
         record.token_counts = known

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from streamkit.protocols.scripted import Answer, Frame, Plan, RequestError, Script
 
 __all__ = [
+    "COUNTED",
     "END",
     "ERROR",
     "TOKEN",
@@ -45,6 +46,8 @@ END = 2
 """The item ends the stream as a whole stream ends (`response.completed`, `message_stop`)."""
 ERROR = 4
 """The item is an error sent inside the stream: the stream raises `Api.error(item)` in its place."""
+COUNTED = 8
+"""With `TOKEN`: the item says how many tokens it carried (its logprobs), which `Api.token_count` tells."""
 
 
 def _drop_none(value: Any) -> Any:
@@ -249,7 +252,7 @@ class Api(abc.ABC, Generic[ItemT, FinalT]):
 
     @abc.abstractmethod
     def flags(self, item: ItemT) -> int:
-        """`TOKEN`, `END` and `ERROR`, or'ed: what the item means to the stream."""
+        """`TOKEN` (with `COUNTED`), `END` and `ERROR`, or'ed: what the item means to the stream."""
 
     @abc.abstractmethod
     def text(self, item: ItemT) -> str | None:
@@ -264,7 +267,8 @@ class Api(abc.ABC, Generic[ItemT, FinalT]):
         raise NotImplementedError
 
     def token_count(self, item: ItemT) -> int | None:
-        """How many tokens a token-carrying item carried, where the item says (logprobs); else None."""
+        """How many tokens a token-carrying item carried, where the item says (logprobs, and `flags` has
+        `COUNTED`); else None."""
         return None
 
     # Conversations: the CLI's chat, `Conversation` and the bench build their requests through these

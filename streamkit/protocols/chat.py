@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 import msgspec
 
 from streamkit.errors import StreamAPIError
-from streamkit.protocols.base import TOKEN, Api, Model, stream_error
+from streamkit.protocols.base import COUNTED, TOKEN, Api, Model, stream_error
 from streamkit.protocols.scripted import (
     SYSTEM_FINGERPRINT,
     VOCABULARY,
@@ -234,7 +234,7 @@ class ChunkHead(Protocol):
 class Header:
     """The fields that describe a whole chat or legacy completion, from its chunks."""
 
-    __slots__ = ("chunks", "created", "id", "model", "system_fingerprint", "usage")
+    __slots__ = ("chunks", "created", "id", "missing", "model", "system_fingerprint", "usage")
 
     def __init__(self) -> None:
         self.id: str | None = None
@@ -243,6 +243,7 @@ class Header:
         self.system_fingerprint: str | None = None
         self.usage: Usage | None = None
         self.chunks = 0
+        self.missing = True  # some field has not come yet: the chunks are still looked at for it
 
     @property
     def output_tokens(self) -> int | None:
@@ -253,7 +254,7 @@ class Header:
         return None if self.usage is None else self.usage.prompt_tokens
 
     def add_header(self, chunk: ChunkHead) -> None:
-        self.chunks += 1
+        """Take the fields that have not come yet (the accumulators call it while `missing`)."""
         if self.id is None:
             self.id = chunk.id or None
         if self.model is None:
@@ -262,8 +263,7 @@ class Header:
             self.created = chunk.created
         if self.system_fingerprint is None:
             self.system_fingerprint = chunk.system_fingerprint or None
-        if chunk.usage is not None:
-            self.usage = chunk.usage
+        self.missing = None in (self.id, self.model, self.created, self.system_fingerprint)
 
 
 class _ToolCallParts:
@@ -388,7 +388,12 @@ class ChatCompletionAccumulator:
 
     def add(self, chunk: ChatCompletionChunk) -> None:
         """Merge one chunk."""
-        self._header.add_header(chunk)
+        header = self._header
+        header.chunks += 1
+        if chunk.usage is not None:
+            header.usage = chunk.usage
+        if header.missing:
+            header.add_header(chunk)
         if self._service_tier is None:
             self._service_tier = chunk.service_tier
         choices = self._choices
@@ -619,7 +624,7 @@ class ChatApi(OpenAIChunkApi[ChatCompletionChunk, ChatCompletion]):
                 or delta.tool_calls
                 or delta.function_call
             ):
-                return TOKEN
+                return TOKEN if choice.logprobs is None else TOKEN | COUNTED
         return 0
 
     def text(self, item: ChatCompletionChunk) -> str | None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from streamkit.protocols.base import TOKEN, Model
+from streamkit.protocols.base import COUNTED, TOKEN, Model
 from streamkit.protocols.chat import (
     Header,
     OpenAIChunkApi,
@@ -151,7 +151,12 @@ class CompletionAccumulator:
 
     def add(self, chunk: CompletionChunk) -> None:
         """Merge one chunk."""
-        self._header.add_header(chunk)
+        header = self._header
+        header.chunks += 1
+        if chunk.usage is not None:
+            header.usage = chunk.usage
+        if header.missing:
+            header.add_header(chunk)
         choices = self._choices
         for choice in chunk.choices:
             parts = choices.get(choice.index)
@@ -197,7 +202,7 @@ class CompletionApi(OpenAIChunkApi[CompletionChunk, Completion]):
     def flags(self, item: CompletionChunk) -> int:
         for choice in item.choices:
             if choice.text:
-                return TOKEN
+                return TOKEN if choice.logprobs is None else TOKEN | COUNTED
         return 0
 
     def text(self, item: CompletionChunk) -> str | None:

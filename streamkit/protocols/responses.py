@@ -36,6 +36,7 @@ from msgspec.structs import replace
 
 from streamkit.errors import StreamAPIError, api_error_fields
 from streamkit.protocols.base import (
+    COUNTED,
     END,
     ERROR,
     TOKEN,
@@ -1021,7 +1022,9 @@ class ResponsesApi(TypedEventApi[ResponseEvent, Response]):
     def flags(self, item: ResponseEvent) -> int:
         kind = type(item)
         if kind in _TOKEN_DELTAS:
-            return TOKEN if item.delta else 0  # type: ignore[union-attr]
+            if not item.delta:  # type: ignore[union-attr]
+                return 0
+            return TOKEN | COUNTED if kind is ResponseTextDeltaEvent and item.logprobs else TOKEN  # type: ignore[union-attr]
         if kind is ResponseOutputItemAddedEvent:
             # A call's announcement carries its name, the model's first tokens of it: as chat counts the chunk
             # that names a tool call, and Messages a tool_use block's start, so that TTFT means the same.
