@@ -45,6 +45,15 @@ class ServerSentEvent(msgspec.Struct, frozen=True, gc=False):
     id: str = ""
 
 
+def _sets_state(held: bytes) -> bool:
+    """Whether bytes held of an event hold a whole `id` or `retry` line: those count at once, not when the
+    event is complete, so the line rules take them."""
+    lines = held[: held.rfind(b"\n") + 1]
+    return bool(lines) and (
+        lines[:2] == b"id" or lines[:5] == b"retry" or b"\nid" in lines or b"\nretry" in lines
+    )
+
+
 class SSEDecoder:
     """Turns the bytes of an event stream into `ServerSentEvent`s (no I/O of its own).
 
@@ -55,6 +64,7 @@ class SSEDecoder:
 
     __slots__ = (
         "_after_cr",
+        "_batch",
         "_between_events",
         "_clean",
         "_data",
@@ -91,6 +101,7 @@ class SSEDecoder:
         self._clean = False  # between events, and no bytes held back (line, CR or BOM): the fastest path
         self._tail = b""  # what `feed_raw` holds of an event whose blank line has not come yet
         self._types: dict[bytes, str] = {}  # event types `feed_raw` has decoded, by their bytes
+        self._batch: tuple[bytes, list[bytes] | None] = (b"", None)  # the plain events of the last read
 
     def feed(self, data: bytes) -> list[ServerSentEvent]:
         """Take the next bytes of the stream; return the events they complete, in order.
@@ -112,8 +123,39 @@ class SSEDecoder:
             # equals the ID buffer, so dispatching needs no other state.
             return [ServerSentEvent(data[6:-2].decode("utf-8", "replace"), "message", self._id)]
         events = self._feed(data)
-        self._clean = self._between_events and self._started and not self._after_cr and not self._line
+        self._clean = self._between_events and self._started and not self._after_cr
+        if self._clean and self._line:
+            # At an event boundary, the start of the next event is held as bytes, as `feed_raw` holds it:
+            # a stream cut anywhere (64 KiB reads) goes back to the fast path at once.
+            self._tail = b"".join(self._line)
+            self._line = []
+            self._line_size = 0
         return events
+
+    def feed_array(self, data: bytes, typed: bool = True) -> bytes | list[tuple[str, bytes]]:
+        """As `feed_raw`, except where the read completes several events and every one is plain (one `data: `
+        line, after one `event: ` line or not, or never one where `typed` is false): then their data, joined
+        as `[data1,data2,...]`, which is a JSON array where each is JSON, for a parser to decode in one call.
+        The events themselves are then `unbatch()`'s, until the next read."""
+        events = self._take(data)
+        if events is not None:
+            return events
+        complete, lines = self._batch
+        if lines is None:
+            # `data: A\n\ndata: B`: no data holds an LF, so the boundaries are the only "\n\ndata: ".
+            return b"[" + complete[6:].replace(b"\n\ndata: ", b",") + b"]"
+        if not typed:  # a reader to whom the event types matter
+            return self.unbatch()
+        return b"[" + b"\n".join(lines[1::3])[6:].replace(b"\ndata: ", b",") + b"]"
+
+    def unbatch(self) -> list[tuple[str, bytes]]:
+        """The events of the last `feed_array` that gave an array, as `feed_raw` would have given them."""
+        complete, lines = self._batch
+        if lines is None:
+            return [("message", block[6:]) for block in complete.split(b"\n\n")]
+        types = self._types
+        names = [types.get(line) or self._type(line) for line in lines[0::3]]
+        return [(name, line[6:]) for name, line in zip(names, lines[1::3], strict=True)]
 
     def feed_raw(self, data: bytes) -> list[tuple[str, bytes]]:
         """Take the next bytes of the stream; return the events they complete as (type, data) pairs, the
@@ -124,6 +166,11 @@ class SSEDecoder:
         what follows the last blank line is held as bytes until its own blank line arrives. Raises
         `SSEProtocolError` as `feed` does.
         """
+        events = self._take(data)
+        return self.unbatch() if events is None else events
+
+    def _take(self, data: bytes) -> list[tuple[str, bytes]] | None:
+        """The events `data` completes, or None where they are several plain events, kept in `_batch`."""
         if not self._clean or b"\r" in data:
             return [(e.event, e.data.encode()) for e in self.feed(data)]
         if self._tail:
@@ -136,17 +183,25 @@ class SSEDecoder:
         limit = self.max_event_size
         if end < 0:
             self._tail = data
-            if len(data) > limit:  # too long, or many short lines: the line rules decide
+            if len(data) > limit or _sets_state(data):  # too long, many short lines, an id: the line rules
                 return [(e.event, e.data.encode()) for e in self.feed(b"")]
             return []
         self._tail = data[end + 2 :]
+        if self._tail and _sets_state(self._tail):
+            tail, self._tail = self._tail, b""
+            taken = self._take(data[: end + 2])
+            held = [(e.event, e.data.encode()) for e in self.feed(tail)]  # none: no blank line in it
+            return (self.unbatch() if taken is None else taken) + held
         complete = data[:end]
         blocks = complete.split(b"\n\n")
-        if len(self._tail) <= limit and (len(complete) <= limit or max(map(len, blocks)) <= limit):
-            events = self._plain(complete, blocks)
-            if events is not None:
-                return events
-        events = []
+        if (
+            len(blocks) > 1
+            and len(self._tail) <= limit
+            and (len(complete) <= limit or max(map(len, blocks)) <= limit)
+            and self._plain(complete, blocks)
+        ):
+            return None
+        events: list[tuple[str, bytes]] = []
         append = events.append
         types = self._types
         for block in blocks:
@@ -173,16 +228,17 @@ class SSEDecoder:
             events += [(e.event, e.data.encode()) for e in self.feed(b"")]
         return events
 
-    def _plain(self, complete: bytes, blocks: list[bytes]) -> list[tuple[str, bytes]] | None:
-        """The events of whole blocks, when every one is a plain event: one `data: ` line each (chat), or an
-        `event: ` line then one `data: ` line each (typed events); else None. Told from counts over the whole
-        read, so that a read of many events costs one pass in C and no test per event."""
+    def _plain(self, complete: bytes, blocks: list[bytes]) -> bool:
+        """Whether every block is a plain event: one `data: ` line each (chat), or an `event: ` line then one
+        `data: ` line each (typed events); if so, keep them in `_batch`. Told from counts over the whole read,
+        so that a read of many events costs a few passes in C and no test per event."""
         n = len(blocks)
         newlines = complete.count(b"\n")
         if complete[:6] == b"data: ":
             # No LF but the blank lines' (two a boundary), and every block opens with `data: `.
             if newlines == 2 * n - 2 and complete.count(b"\n\ndata: ") == n - 1:
-                return [("message", block[6:]) for block in blocks]
+                self._batch = (complete, None)
+                return True
         elif complete[:7] == b"event: ":
             # Every block opens with `event: ` and holds one more LF, followed by `data: `: as lines, an
             # event line, a data line and a blank one, again and again.
@@ -193,10 +249,9 @@ class SSEDecoder:
             ):
                 lines = complete.split(b"\n")
                 if not any(lines[2::3]):
-                    types = self._types
-                    names = [types.get(line) or self._type(line) for line in lines[0::3]]
-                    return [(name, line[6:]) for name, line in zip(names, lines[1::3], strict=True)]
-        return None
+                    self._batch = (complete, lines)
+                    return True
+        return False
 
     def _type(self, line: bytes) -> str:
         """The type an `event: ` line sets, remembered by its bytes."""

@@ -164,6 +164,7 @@ class Stream(Generic[ItemT, FinalT]):
         "_complete",
         "_deadline",
         "_decode_item",
+        "_decode_many",
         "_decoder",
         "_done_callbacks",
         "_error",
@@ -178,6 +179,7 @@ class Stream(Generic[ItemT, FinalT]):
         "_token_arrived",
         "_token_count",
         "_total_deadline",
+        "_typed_arrays",
         "metrics",
     )
 
@@ -205,8 +207,10 @@ class Stream(Generic[ItemT, FinalT]):
         self._complete = False  # ended as a whole stream should
         self._error: BaseException | None = None  # raised once the pending items are yielded
         # The hot path's callables, bound once rather than at every read.
-        self._feed = self._decoder.feed_raw
+        self._feed = self._decoder.feed_array
+        self._typed_arrays = not self.api.event_field_matters
         self._decode_item = self.api.decode
+        self._decode_many = self.api.decode_many
         self._flags = self.api.flags
         self._add = self._accumulator.add
         self._keep = self._pending.append
@@ -363,26 +367,39 @@ class Stream(Generic[ItemT, FinalT]):
     def _decode(self, data: bytes, now: float) -> bool:
         """Decode the events a read completes into pending items; True at the end of the stream."""
         self.metrics.reads += 1
-        decode, flags_of, add, keep, arrived = (
-            self._decode_item,
-            self._flags,
-            self._add,
-            self._keep,
-            self._arrived,
-        )
-        for event, raw in self._feed(data):
-            if raw[:1] == b"[" and raw[:6] == b"[DONE]":  # a one-byte slice is a cached object
-                if self.api.done_completes or self._accumulator.is_finished():
-                    return True
-                raise IncompleteStreamError("data: [DONE] came before the stream was complete")
-            item = decode(raw, event)
-            if item is None:
-                continue
+        got = self._feed(data, self._typed_arrays)
+        items: list[ItemT] | None = None
+        raws: list[bytes] = []  # each item's data, where they were decoded one by one
+        if isinstance(got, bytes):  # several plain events: decoded at once where they allow it
+            items = self._decode_many(got)
+            events = self._decoder.unbatch() if items is None else []
+        else:
+            events = got
+        end = failure = None
+        if items is None:
+            items = []
+            decode = self._decode_item
+            for event, raw in events:
+                if raw[:1] == b"[" and raw[:6] == b"[DONE]":  # a one-byte slice is a cached object
+                    end = raw
+                    break
+                try:
+                    item = decode(raw, event)
+                except StreamkitError as exc:  # raised once the items before it are taken
+                    failure = exc
+                    break
+                if item is not None:
+                    items.append(item)
+                    raws.append(raw)
+        flags_of, add, keep, arrived = self._flags, self._add, self._keep, self._arrived
+        for item in items:
             add(item)
             flags = flags_of(item)
             if flags:
                 if flags & ERROR:
                     error = self.api.error(item)
+                    at = next(i for i, each in enumerate(items) if each is item)
+                    raw = raws[at] if raws else self._decoder.unbatch()[at][1]  # items were one an event
                     error.raw = raw.decode("utf-8", "replace")  # the event as it came
                     raise error
                 if flags & TOKEN:
@@ -396,6 +413,12 @@ class Stream(Generic[ItemT, FinalT]):
             arrived(now)
             if flags & END:
                 return True
+        if failure is not None:
+            raise failure
+        if end is not None:
+            if self.api.done_completes or self._accumulator.is_finished():
+                return True
+            raise IncompleteStreamError("data: [DONE] came before the stream was complete")
         return False
 
     def _counted(self, item: ItemT) -> None:

@@ -414,3 +414,31 @@ def test_feed_raw_takes_plain_events_as_bytes() -> None:
     ]
     assert decoder.last_event_id == "7"
     assert decoder.feed_raw(b"data: f\r\n\r\n") == [("message", b"f")]
+
+
+plain_data = st.binary(max_size=12).filter(lambda d: b"\n" not in d and b"\r" not in d)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from([None, b"t", b"message", b"a b"]), plain_data), max_size=12),
+    st.lists(st.integers(0, 400), max_size=6),
+    st.booleans(),
+)
+def test_feed_array_joins_the_data_of_plain_events_and_unbatch_gives_them(
+    events: list[tuple[bytes | None, bytes]], cuts: list[int], typed: bool
+) -> None:
+    # Whatever a read completes, `feed_array` then `unbatch()` where it gave an array tell what `feed_raw`
+    # tells; the array is the data joined by commas inside brackets; with `typed` false, never with types.
+    stream = b"".join((b"" if t is None else b"event: " + t + b"\n") + b"data: %s\n\n" % d for t, d in events)
+    bounds = sorted({0, len(stream), *(min(c, len(stream)) for c in cuts)})
+    raw, arrays = SSEDecoder(), SSEDecoder()
+    for a, b in itertools.pairwise(bounds):
+        expected = raw.feed_raw(stream[a:b])
+        got = arrays.feed_array(stream[a:b], typed)
+        if isinstance(got, bytes):
+            assert len(expected) > 1 and got == b"[" + b",".join(d for _, d in expected) + b"]"
+            assert typed or arrays._batch[1] is None  # the batch's lines, kept only where it has types
+            got = arrays.unbatch()
+        assert got == expected
+    assert arrays.close() == raw.close() == []

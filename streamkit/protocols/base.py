@@ -250,6 +250,16 @@ class Api(abc.ABC, Generic[ItemT, FinalT]):
         is not an item of its own.
         """
 
+    #: Whether `decode` reads the SSE `event:` field beyond what the data says (chat ignores events of other
+    #: types than `message`); where it does not, events with `event:` lines may be decoded at once too.
+    event_field_matters: ClassVar[bool] = True
+
+    def decode_many(self, array: bytes) -> list[ItemT] | None:
+        """The items of several plain events at once, from their data joined as a JSON array
+        (`SSEDecoder.feed_array`); None where one of them needs `decode` (an error, a ping, a type or shape
+        the fast path does not take), and the stream then decodes them one by one."""
+        return None
+
     @abc.abstractmethod
     def flags(self, item: ItemT) -> int:
         """`TOKEN` (with `COUNTED`), `END` and `ERROR`, or'ed: what the item means to the stream."""
@@ -352,8 +362,20 @@ class TypedEventApi(Api[ItemT, FinalT]):
         if "events" in cls.__dict__:
             cls.tags = frozenset(str(t.__struct_config__.tag) for t in cls.events.__args__)
 
+    event_field_matters = False  # the data's `type` wins; the field counts only on the slow path
+
     def __init__(self) -> None:
         self._decoder = msgspec.json.Decoder(self.events, dec_hook=decode_hook)
+        self._many = msgspec.json.Decoder(list[self.events], dec_hook=decode_hook)  # type: ignore[name-defined]
+
+    def decode_many(self, array: bytes) -> list[ItemT] | None:
+        if b'"error"' in array:  # an error event, or a response's error field: each by its own rules
+            return None
+        try:
+            items: list[ItemT] = self._many.decode(array)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            return None
+        return items
 
     def decode(self, data: bytes, event: str = "message") -> ItemT | None:
         try:

@@ -224,6 +224,15 @@ async def test_other_event_types_are_skipped_and_error_events_raise() -> None:
     assert response.closed and not response.released
 
 
+async def test_an_event_of_another_type_is_skipped_in_a_read_of_chunks() -> None:
+    # Chunk-shaped data under `event: other` is no chunk, even where a read holds only plain events.
+    other = b"event: other\ndata: " + json.dumps(chunk("Nope")).encode() + b"\n\n"
+    body = sse(ROLE) + other + sse(HELLO, STOP)
+    client, _ = mock_client(MockResponse(200, [body + b"data: [DONE]\n\n"]))
+    stream = await client.chat.completions.create(model="m", messages=HI, stream=True)
+    assert (await stream.get_final_completion()).choices[0].message.content == "Hello"
+
+
 async def test_error_data_without_event_type() -> None:
     error = {"error": {"message": "overloaded", "type": "server_error", "code": 503, "param": None}}
     client, _ = mock_client(MockResponse(200, sse(ROLE, HELLO, error)))
