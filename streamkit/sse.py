@@ -101,7 +101,8 @@ class SSEDecoder:
         self._clean = False  # between events, and no bytes held back (line, CR or BOM): the fastest path
         self._tail = b""  # what `feed_raw` holds of an event whose blank line has not come yet
         self._types: dict[bytes, str] = {}  # event types `feed_raw` has decoded, by their bytes
-        self._batch: tuple[bytes, list[bytes] | None] = (b"", None)  # the plain events of the last read
+        # The plain events of the last read: their bytes, their lines where they have types, their data.
+        self._batch: tuple[bytes, list[bytes] | None, bytes] = (b"", None, b"")
 
     def feed(self, data: bytes) -> list[ServerSentEvent]:
         """Take the next bytes of the stream; return the events they complete, in order.
@@ -140,17 +141,14 @@ class SSEDecoder:
         events = self._take(data)
         if events is not None:
             return events
-        complete, lines = self._batch
-        if lines is None:
-            # `data: A\n\ndata: B`: no data holds an LF, so the boundaries are the only "\n\ndata: ".
-            return b"[" + complete[6:].replace(b"\n\ndata: ", b",") + b"]"
-        if not typed:  # a reader to whom the event types matter
+        _, lines, joined = self._batch
+        if lines is not None and not typed:  # a reader to whom the event types matter
             return self.unbatch()
-        return b"[" + b"\n".join(lines[1::3])[6:].replace(b"\ndata: ", b",") + b"]"
+        return b"".join((b"[", joined, b"]"))
 
     def unbatch(self) -> list[tuple[str, bytes]]:
         """The events of the last `feed_array` that gave an array, as `feed_raw` would have given them."""
-        complete, lines = self._batch
+        complete, lines, _ = self._batch
         if lines is None:
             return [("message", block[6:]) for block in complete.split(b"\n\n")]
         types = self._types
@@ -193,14 +191,13 @@ class SSEDecoder:
             held = [(e.event, e.data.encode()) for e in self.feed(tail)]  # none: no blank line in it
             return (self.unbatch() if taken is None else taken) + held
         complete = data[:end]
-        blocks = complete.split(b"\n\n")
         if (
-            len(blocks) > 1
-            and len(self._tail) <= limit
-            and (len(complete) <= limit or max(map(len, blocks)) <= limit)
-            and self._plain(complete, blocks)
+            len(self._tail) <= limit
+            and (len(complete) <= limit or max(map(len, complete.split(b"\n\n"))) <= limit)
+            and self._plain(complete)
         ):
             return None
+        blocks = complete.split(b"\n\n")
         events: list[tuple[str, bytes]] = []
         append = events.append
         types = self._types
@@ -228,29 +225,33 @@ class SSEDecoder:
             events += [(e.event, e.data.encode()) for e in self.feed(b"")]
         return events
 
-    def _plain(self, complete: bytes, blocks: list[bytes]) -> bool:
-        """Whether every block is a plain event: one `data: ` line each (chat), or an `event: ` line then one
-        `data: ` line each (typed events); if so, keep them in `_batch`. Told from counts over the whole read,
-        so that a read of many events costs a few passes in C and no test per event."""
-        n = len(blocks)
-        newlines = complete.count(b"\n")
+    def _plain(self, complete: bytes) -> bool:
+        """Whether `complete` is two plain events or more: one `data: ` line each (chat), or an `event: ` line
+        then one `data: ` line each (typed events); if so, keep them in `_batch`. Told from a few passes in C
+        over the whole read, and no test per event."""
         if complete[:6] == b"data: ":
-            # No LF but the blank lines' (two a boundary), and every block opens with `data: `.
-            if newlines == 2 * n - 2 and complete.count(b"\n\ndata: ") == n - 1:
-                self._batch = (complete, None)
-                return True
-        elif complete[:7] == b"event: ":
-            # Every block opens with `event: ` and holds one more LF, followed by `data: `: as lines, an
-            # event line, a data line and a blank one, again and again.
-            if (
-                newlines == 3 * n - 2
-                and complete.count(b"\n\nevent: ") == n - 1
-                and complete.count(b"\ndata: ") == n
-            ):
-                lines = complete.split(b"\n")
-                if not any(lines[2::3]):
-                    self._batch = (complete, lines)
-                    return True
+            # Where every LF was in a boundary followed by `data: `, none is left once they are replaced.
+            joined = complete[6:].replace(b"\n\ndata: ", b",")
+            if b"\n" in joined or len(joined) == len(complete) - 6:
+                return False
+            self._batch = (complete, None, joined)
+            return True
+        if complete[:7] == b"event: ":
+            # As lines: an event line, a data line and a blank one, again and again; the `event: ` and
+            # `data: ` lines are told by what joining and replacing them leaves.
+            lines = complete.split(b"\n")
+            n = len(lines) // 3 + 1
+            if n < 2 or len(lines) != 3 * n - 1 or any(lines[2::3]):
+                return False
+            names = b"\n".join(lines[0::3])
+            data = b"\n".join(lines[1::3])
+            joined = data[6:].replace(b"\ndata: ", b",")
+            if data[:6] != b"data: " or len(joined) != len(data) - 6 * n:
+                return False
+            if names.count(b"\nevent: ") != n - 1:
+                return False
+            self._batch = (complete, lines, joined)
+            return True
         return False
 
     def _type(self, line: bytes) -> str:
