@@ -77,6 +77,7 @@ class SSEDecoder:
         "_started",
         "_tail",
         "_types",
+        "batched",
         "last_event_id",
         "max_event_size",
         "retry",
@@ -103,6 +104,7 @@ class SSEDecoder:
         self._types: dict[bytes, str] = {}  # event types `feed_raw` has decoded, by their bytes
         # The plain events of the last read: their bytes, their lines where they have types, their data.
         self._batch: tuple[bytes, list[bytes] | None, bytes] = (b"", None, b"")
+        self.batched = 0  # how many events the last array of `feed_array` holds
 
     def feed(self, data: bytes) -> list[ServerSentEvent]:
         """Take the next bytes of the stream; return the events they complete, in order.
@@ -137,7 +139,8 @@ class SSEDecoder:
         """As `feed_raw`, except where the read completes several events and every one is plain (one `data: `
         line, after one `event: ` line or not, or never one where `typed` is false): then their data, joined
         as `[data1,data2,...]`, which is a JSON array where each is JSON, for a parser to decode in one call.
-        The events themselves are then `unbatch()`'s, until the next read."""
+        The events themselves are then `unbatch()`'s, and their number `batched`, until the next read: a
+        reader checks that the array has that many items, since one event's data may hold a comma."""
         events = self._take(data)
         if events is not None:
             return events
@@ -170,9 +173,16 @@ class SSEDecoder:
     def _take(self, data: bytes) -> list[tuple[str, bytes]] | None:
         """The events `data` completes, or None where they are several plain events, kept in `_batch`."""
         if not self._clean or b"\r" in data:
-            return [(e.event, e.data.encode()) for e in self.feed(data)]
-        if self._tail:
-            data = self._tail + data
+            if self._started or self._head or len(data) < len(_BOM) or b"\r" in data:
+                return [(e.event, e.data.encode()) for e in self.feed(data)]
+            # The stream's first read, whole enough to tell its BOM: once that is stripped, the decoder is
+            # between events with nothing held, and a first read of many events takes the fast path.
+            self._started = self._clean = True
+            if data[:3] == _BOM:
+                data = data[3:]
+        kept = self._tail
+        if kept:
+            data = kept + data
         elif data[:6] == b"data: " and data.find(b"\n") == len(data) - 2 and data[-1:] == b"\n":
             # The fastest path: one event of one `data: ` line, as a live LLM stream's reads bring them.
             if len(data) <= self.max_event_size:
@@ -181,7 +191,9 @@ class SSEDecoder:
         limit = self.max_event_size
         if end < 0:
             self._tail = data
-            if len(data) > limit or _sets_state(data):  # too long, many short lines, an id: the line rules
+            # An event over more than two reads, one too long, an id: the line rules, which hold an event
+            # line by line, where holding it as bytes would copy it again at every read.
+            if kept or len(data) > limit or _sets_state(data):
                 return [(e.event, e.data.encode()) for e in self.feed(b"")]
             return []
         self._tail = data[end + 2 :]
@@ -235,6 +247,7 @@ class SSEDecoder:
             if b"\n" in joined or len(joined) == len(complete) - 6:
                 return False
             self._batch = (complete, None, joined)
+            self.batched = (len(complete) - 6 - len(joined)) // 7 + 1  # each boundary replaced: 7 bytes off
             return True
         if complete[:7] == b"event: ":
             # As lines: an event line, a data line and a blank one, again and again; the `event: ` and
@@ -251,6 +264,7 @@ class SSEDecoder:
             if names.count(b"\nevent: ") != n - 1:
                 return False
             self._batch = (complete, lines, joined)
+            self.batched = n
             return True
         return False
 

@@ -370,12 +370,19 @@ class Stream(Generic[ItemT, FinalT]):
         got = self._feed(data, self._typed_arrays)
         items: list[ItemT] | None = None
         raws: list[bytes] = []  # each item's data, where they were decoded one by one
+        end = failure = None
         if isinstance(got, bytes):  # several plain events: decoded at once where they allow it
+            count = self._decoder.batched
+            if got[-8:] == b",[DONE]]":  # the last read of a stream that ends so
+                got, count, end = got[:-8] + b"]", count - 1, b"[DONE]"
             items = self._decode_many(got)
-            events = self._decoder.unbatch() if items is None else []
+            if items is None or len(items) != count:  # an item made of two events' data, or of one's
+                items, end = None, None
+                events = self._decoder.unbatch()
+            else:
+                events = []
         else:
             events = got
-        end = failure = None
         if items is None:
             items = []
             decode = self._decode_item

@@ -416,6 +416,40 @@ def test_feed_raw_takes_plain_events_as_bytes() -> None:
     assert decoder.feed_raw(b"data: f\r\n\r\n") == [("message", b"f")]
 
 
+def test_the_first_read_of_plain_events_is_one_array_with_or_without_a_bom() -> None:
+    # A stream's first read often holds many events (a client that reads late); it takes the BOM rule, then
+    # the fast path, not the line rules for all of it.
+    for bom in (b"", b"\xef\xbb\xbf"):
+        decoder = SSEDecoder()
+        assert decoder.feed_array(bom + b"data: 1\n\ndata: 2\n\nda") == b"[1,2]"
+        assert decoder.feed_array(b"ta: 3\n\n") == [("message", b"3")]
+    decoder = SSEDecoder()
+    assert decoder.feed_array(b"\xef\xbb") == []  # perhaps a BOM: held
+    assert decoder.feed_array(b"\xbfdata: 1\n\ndata: 2\n\n") == [("message", b"1"), ("message", b"2")]
+    assert decoder.feed_array(b"\xef\xbb\xbfdata: 3\n\n") == []  # a second BOM: the field is not "data"
+    assert SSEDecoder().feed_array(b"data: 1\r\n\r\ndata: 2\n\n") == [("message", b"1"), ("message", b"2")]
+
+
+def test_an_event_held_over_several_reads_is_not_copied_at_each_read() -> None:
+    # Held as bytes, an event that comes in many reads would be joined again at every one: quadratic.
+    decoder = SSEDecoder()
+    assert decoder.feed_raw(b"data: a\n\ndata: b\n") == [("message", b"a")]
+    assert decoder._tail == b"data: b\n"  # held as bytes while it may end in the next read
+    for _ in range(1000):
+        assert decoder.feed_raw(b"data: b\n") == []
+        assert decoder._tail == b""  # then the line rules hold it, line by line
+    assert decoder.feed_raw(b"\ndata: c\n\n") == [("message", b"\n".join([b"b"] * 1001)), ("message", b"c")]
+
+
+@pytest.mark.parametrize("count", [2, 3, 7, 20])
+@pytest.mark.parametrize("typed", [False, True])
+def test_batched_is_the_number_of_events_in_the_array(count: int, typed: bool) -> None:
+    event = (b"event: t\n" if typed else b"") + b"data: {}\n\n"
+    decoder = SSEDecoder()
+    assert decoder.feed_array(event * count) == b"[" + b",".join([b"{}"] * count) + b"]"
+    assert decoder.batched == count
+
+
 plain_data = st.binary(max_size=12).filter(lambda d: b"\n" not in d and b"\r" not in d)
 
 
@@ -438,6 +472,7 @@ def test_feed_array_joins_the_data_of_plain_events_and_unbatch_gives_them(
         got = arrays.feed_array(stream[a:b], typed)
         if isinstance(got, bytes):
             assert len(expected) > 1 and got == b"[" + b",".join(d for _, d in expected) + b"]"
+            assert arrays.batched == len(expected)
             assert typed or arrays._batch[1] is None  # the batch's lines, kept only where it has types
             got = arrays.unbatch()
         assert got == expected

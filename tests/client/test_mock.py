@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import streamkit
+from streamkit.protocols.chat import ChatApi, ChatCompletionChunk
 from streamkit.transports.base import Request
 from streamkit.transports.mock import MockResponse, MockTransport
 from tests.client.conftest import HI
@@ -231,6 +232,35 @@ async def test_an_event_of_another_type_is_skipped_in_a_read_of_chunks() -> None
     client, _ = mock_client(MockResponse(200, [body + b"data: [DONE]\n\n"]))
     stream = await client.chat.completions.create(model="m", messages=HI, stream=True)
     assert (await stream.get_final_completion()).choices[0].message.content == "Hello"
+
+
+async def test_one_event_of_two_chunks_joined_by_a_comma_is_no_chunk_in_a_read_of_chunks() -> None:
+    # Joined into one array with the others, `{...},{...}` would read as two chunks; alone it is no JSON.
+    two = json.dumps(chunk("Hel")) + "," + json.dumps(chunk("lo"))
+    body = sse(ROLE) + b"data: " + two.encode() + b"\n\n" + sse(STOP)
+    client, _ = mock_client(MockResponse(200, [body, b"data: [DONE]\n\n"]))
+    stream = await client.chat.completions.create(model="m", messages=HI, stream=True)
+    with pytest.raises(streamkit.ChunkDecodeError) as caught:
+        await stream.get_final_completion()
+    assert caught.value.raw == two and caught.value.partial is not None and content(caught.value) == ""
+
+
+async def test_a_read_of_chunks_that_ends_the_stream_is_decoded_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `[DONE]` closing a read of chunks, as the last read of a fast stream brings it: one array all the same.
+    arrays: list[bytes] = []
+    decode_many = ChatApi.decode_many
+
+    def spy(api: ChatApi, array: bytes) -> list[ChatCompletionChunk] | None:
+        arrays.append(array)
+        return decode_many(api, array)
+
+    monkeypatch.setattr(ChatApi, "decode_many", spy)
+    client, _ = mock_client(MockResponse(200, [sse(ROLE, HELLO, STOP) + b"data: [DONE]\n\n"]))
+    stream = await client.chat.completions.create(model="m", messages=HI, stream=True)
+    assert (await stream.get_final_completion()).choices[0].message.content == "Hello"
+    assert arrays == [b"[" + b",".join(json.dumps(c).encode() for c in (ROLE, HELLO, STOP)) + b"]"]
 
 
 async def test_error_data_without_event_type() -> None:
