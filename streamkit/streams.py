@@ -160,7 +160,6 @@ class Stream(Generic[ItemT, FinalT]):
     __slots__ = (
         "_accumulator",
         "_add",
-        "_arrived",
         "_complete",
         "_deadline",
         "_decode_item",
@@ -171,12 +170,11 @@ class Stream(Generic[ItemT, FinalT]):
         "_feed",
         "_first_token_deadline",
         "_flags",
-        "_keep",
         "_pending",
         "_reading",
         "_redact",
         "_response",
-        "_token_arrived",
+        "_token_arrivals",
         "_token_count",
         "_total_deadline",
         "_typed_arrays",
@@ -213,9 +211,7 @@ class Stream(Generic[ItemT, FinalT]):
         self._decode_many = self.api.decode_many
         self._flags = self.api.flags
         self._add = self._accumulator.add
-        self._keep = self._pending.append
-        self._arrived = metrics.arrivals.append
-        self._token_arrived = metrics.token_arrivals.append
+        self._token_arrivals = metrics.token_arrivals
         self._token_count = self.api.token_count
 
     # The public surface
@@ -398,28 +394,43 @@ class Stream(Generic[ItemT, FinalT]):
                 if item is not None:
                     items.append(item)
                     raws.append(raw)
-        flags_of, add, keep, arrived = self._flags, self._add, self._keep, self._arrived
-        for item in items:
-            add(item)
-            flags = flags_of(item)
-            if flags:
-                if flags & ERROR:
-                    error = self.api.error(item)
-                    at = next(i for i, each in enumerate(items) if each is item)
-                    raw = raws[at] if raws else self._decoder.unbatch()[at][1]  # items were one an event
-                    error.raw = raw.decode("utf-8", "replace")  # the event as it came
-                    raise error
-                if flags & TOKEN:
-                    self._token_arrived(now)
-                    if flags & COUNTED:
-                        self._counted(item)
-                    if self._first_token_deadline is not None:
-                        self._first_token_deadline = None
-                        self._deadline = self._total_deadline
-            keep(item)
-            arrived(now)
-            if flags & END:
-                return True
+        # Each item is added and flagged in turn; the plain token items among them are stamped, and all
+        # are kept, at once after the loop, so that the common item costs two calls.
+        add, flags_of = self._add, self._flags
+        taken, tokens = len(items), 0  # how many items are kept; plain token items not stamped yet
+        ended = False
+        try:
+            for item in items:
+                add(item)
+                flags = flags_of(item)
+                if flags == TOKEN:
+                    tokens += 1
+                elif flags:
+                    if flags & ERROR:
+                        error = self.api.error(item)
+                        at = _index(items, item)
+                        raw = raws[at] if raws else self._decoder.unbatch()[at][1]  # items were one an event
+                        error.raw = raw.decode("utf-8", "replace")  # the event as it came
+                        raise error
+                    if flags & TOKEN:
+                        self._tokens_arrived(tokens + 1, now)
+                        tokens = 0
+                        if flags & COUNTED:
+                            self._counted(item)
+                    if flags & END:
+                        taken, ended = _index(items, item) + 1, True
+                        break
+        except BaseException:  # an error item, or one that `add` refused: the items before it are kept
+            taken = _index(items, item)
+            raise
+        finally:
+            if tokens:
+                self._tokens_arrived(tokens, now)
+            if taken:
+                self._pending.extend(items if taken == len(items) else items[:taken])
+                self.metrics.arrivals.extend([now] * taken)
+        if ended:
+            return True
         if failure is not None:
             raise failure
         if end is not None:
@@ -427,6 +438,13 @@ class Stream(Generic[ItemT, FinalT]):
                 return True
             raise IncompleteStreamError("data: [DONE] came before the stream was complete")
         return False
+
+    def _tokens_arrived(self, count: int, now: float) -> None:
+        """Stamp `count` token items; the first one ends the wait for a first token."""
+        self._token_arrivals.extend([now] * count)
+        if self._first_token_deadline is not None:
+            self._first_token_deadline = None
+            self._deadline = self._total_deadline
 
     def _counted(self, item: ItemT) -> None:
         """Note the tokens a token item says it carried, the items before it that did not say as None."""
@@ -456,6 +474,11 @@ class Stream(Generic[ItemT, FinalT]):
         ):
             return FirstTokenTimeout("no token arrived within the first_token timeout")
         return TotalTimeout("the request took longer than the total timeout")
+
+
+def _index(items: list[Any], item: Any) -> int:
+    """Where `item` itself is in `items` (items equal to it may come before)."""
+    return next(i for i, each in enumerate(items) if each is item)
 
 
 def _earliest(a: float | None, b: float | None) -> float | None:
