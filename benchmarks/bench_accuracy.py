@@ -151,10 +151,11 @@ def main() -> None:
             f"{load}: "
             + ", ".join(f"{n} worst |error| {m['worst_error_ms']:.2f}" for n, m in measurers.items())
         )
-        print(f"  {'metric':<10}{'true':>9}" + "".join(f"{n + ' error':>26}" for n in names))
+        width = max(len(n) for n in names) + 10
+        print(f"  {'metric':<10}{'true':>9}" + "".join(f"{n + ' error':>{width}}" for n in names))
         for metric in measurers[names[0]]["rows"]:
             true = measurers[names[0]]["rows"][metric]["true_ms"]
-            errors = "".join(f"{measurers[n]['rows'][metric]['error_ms']:>+26.2f}" for n in names)
+            errors = "".join(f"{measurers[n]['rows'][metric]['error_ms']:>+{width}.2f}" for n in names)
             print(f"  {metric:<10}{true:>9.2f}{errors}")
         lags = ", ".join(
             f"{n} {m['loop_lag_p99_ms']:.1f} ms"

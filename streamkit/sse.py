@@ -111,6 +111,7 @@ class SSEDecoder:
 
         Raises `SSEProtocolError` when a line or an event's data grows past `max_event_size`.
         """
+        fresh = len(data)
         if self._tail:
             data, self._tail = self._tail + data, b""
         elif (
@@ -128,11 +129,14 @@ class SSEDecoder:
         events = self._feed(data)
         self._clean = self._between_events and self._started and not self._after_cr
         if self._clean and self._line:
-            # At an event boundary, the start of the next event is held as bytes, as `feed_raw` holds it:
-            # a stream cut anywhere (64 KiB reads) goes back to the fast path at once.
-            self._tail = b"".join(self._line)
-            self._line = []
-            self._line_size = 0
+            if self._line_size <= fresh:
+                # At an event boundary, the start of the next event is held as bytes, as `feed_raw` holds
+                # it: a stream cut anywhere (64 KiB reads) goes back to the fast path at once.
+                self._tail = b"".join(self._line)
+                self._line = []
+                self._line_size = 0
+            else:  # a line longer than the read that brought it stays in pieces, not joined at every read
+                self._clean = False
         return events
 
     def feed_array(self, data: bytes, typed: bool = True) -> bytes | list[tuple[str, bytes]]:

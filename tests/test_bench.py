@@ -241,6 +241,17 @@ def requests(n: int) -> list[BenchRequest]:
     return [BenchRequest({"messages": HI, "max_tokens": 20}, 1)] * n
 
 
+def test_a_request_past_the_timeout_is_recorded_as_one_with_what_arrived() -> None:
+    # One limit for the whole request (not one per read): a stream that stalls after 3 events ends at the
+    # limit as TotalTimeout, and its tokens before the stall are kept. The first token comes 0.3 s after the
+    # request, so that the same limit counted as silence (idle) ends 0.3 s later.
+    with ServerProcess("--ttft", "0.3", "--fault", "stall=3:30") as url:
+        config = LoadConfig(base_url=url, model="scripted", concurrency=2, timeout=1.0)
+        result = asyncio.run(run_load(config, requests(2)))
+    assert [r.error for r in result.records] == ["TotalTimeout", "TotalTimeout"]
+    assert all(len(r.token_times) == 2 for r in result.records)  # the role chunk, then two tokens
+
+
 def test_open_loop_sends_on_its_schedule(timed_server: str) -> None:
     # The schedule is the seeded arrival process, exactly; no request leaves before its time. How late they
     # leave on a busy machine is what the queue and lag figures report (bench_accuracy.py measures them).

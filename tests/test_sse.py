@@ -439,6 +439,14 @@ def test_an_event_held_over_several_reads_is_not_copied_at_each_read() -> None:
         assert decoder.feed_raw(b"data: b\n") == []
         assert decoder._tail == b""  # then the line rules hold it, line by line
     assert decoder.feed_raw(b"\ndata: c\n\n") == [("message", b"\n".join([b"b"] * 1001)), ("message", b"c")]
+    # One long line in many reads: the line rules hold it in pieces; as bytes again only once it is short.
+    assert decoder.feed_raw(b"data: ") == []
+    for _ in range(1000):
+        assert decoder.feed_raw(b"x" * 10) == []
+        assert decoder._tail == b"" or len(decoder._tail) <= 16
+    assert decoder.feed_raw(b"\n\ndata: d") == [("message", b"x" * 10_000)]
+    assert decoder._tail == b"data: d"  # the start of the next event: back to the fast path
+    assert decoder.feed_raw(b"\n\n") == [("message", b"d")]
 
 
 @pytest.mark.parametrize("count", [2, 3, 7, 20])

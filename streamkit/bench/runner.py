@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from time import perf_counter
 from typing import Any, TypeVar
 
+import anyio
+
 import streamkit
 from streamkit.bench.metrics import RequestRecord, describe, span
 from streamkit.bench.workload import BenchRequest, arrival_times
@@ -176,12 +178,18 @@ async def send_one(
     api = APIS[config.api]
     stream: Stream[Any, Any] | None = None
     try:
-        stream = await client.stream(api, api.ask_usage({"model": config.model, **request.body}))
-        async with stream:
-            await stream.get_final()
-    except streamkit.StreamkitError as exc:
+        # One limit for the whole request, where the client's `total` would guard every read with a cancel
+        # scope of its own: at one event per read, the scopes would cost more than the events.
+        with anyio.fail_after(config.timeout):
+            stream = await client.stream(api, api.ask_usage({"model": config.model, **request.body}))
+            async with stream:
+                await stream.get_final()
+    except streamkit.StreamkitError as exc:  # first: streamkit's timeouts are TimeoutErrors too
         record.error = type(exc).__name__
         record.error_message = str(exc)[:200]
+    except TimeoutError:
+        record.error = streamkit.TotalTimeout.__name__
+        record.error_message = "the request took longer than the total timeout"
     if stream is not None:
         limit = request.body.get("max_tokens", request.body.get("max_completion_tokens"))
         record_stream(record, stream, origin, limit if isinstance(limit, int) else None)
@@ -203,7 +211,7 @@ async def run_load(
     progress: Callable[[RequestRecord], None] | None = None,
 ) -> RunResult:
     """Send `requests` as `config` says, in this event loop, and return what was measured."""
-    timeout = streamkit.Timeout(connect=30, idle=config.timeout, total=config.timeout)
+    timeout = streamkit.Timeout(connect=30, idle=config.timeout, total=None)  # the total: see `send_one`
     async with streamkit.AsyncClient(
         base_url=config.base_url,
         api_key=config.api_key,
