@@ -131,21 +131,27 @@ def _generated_chars(final: object) -> int:
 
 
 def record_stream(
-    record: RequestRecord, stream: Stream[Any, Any], origin: float, max_tokens: int | None = None
+    record: RequestRecord,
+    stream: Stream[Any, Any],
+    origin: float,
+    max_tokens: int | None = None,
+    final: object | None = None,
 ) -> None:
     """Fill `record` from a stream that ended: its metrics stamp each token-carrying item at its read, with
     the tokens it carried where it says; its aggregate gives the usage, the finish and the id.
 
     Without usage, N is counted: exactly from logprobs; else, for a single choice that finished for `length`,
     as the request's `max_tokens` (the limit it reached); else estimated from the text, 4 characters a token.
-    Either way the record says that N is the client's (`tokens_estimated`)."""
+    Either way the record says that N is the client's (`tokens_estimated`). `final` is the aggregate where
+    the caller has it already (else the stream's snapshot is taken)."""
     metrics = stream.metrics
     record.t0 = metrics.request_sent - origin
     sent = metrics.request_sent
     record.token_times = [t - sent for t in metrics.token_arrivals]
     record.output_tokens = metrics.completion_tokens
     record.prompt_tokens = metrics.prompt_tokens
-    final = stream.snapshot
+    if final is None:
+        final = stream.snapshot
     if record.error is None and metrics.chunks and not stream.is_finished():
         record.error = "Unfinished"  # a server that ends a stream with [DONE] when it gives up on a request
         record.error_message = "the stream ended before the answer was whole"
@@ -177,13 +183,14 @@ async def send_one(
     record = RequestRecord(t_sched=t_sched, t0=perf_counter() - origin, input_len=request.input_len)
     api = APIS[config.api]
     stream: Stream[Any, Any] | None = None
+    final = None
     try:
         # One limit for the whole request, where the client's `total` would guard every read with a cancel
         # scope of its own: at one event per read, the scopes would cost more than the events.
         with anyio.fail_after(config.timeout):
             stream = await client.stream(api, api.ask_usage({"model": config.model, **request.body}))
             async with stream:
-                await stream.get_final()
+                final = await stream.get_final()
     except streamkit.StreamkitError as exc:  # first: streamkit's timeouts are TimeoutErrors too
         record.error = type(exc).__name__
         record.error_message = str(exc)[:200]
@@ -192,7 +199,7 @@ async def send_one(
         record.error_message = "the request took longer than the total timeout"
     if stream is not None:
         limit = request.body.get("max_tokens", request.body.get("max_completion_tokens"))
-        record_stream(record, stream, origin, limit if isinstance(limit, int) else None)
+        record_stream(record, stream, origin, limit if isinstance(limit, int) else None, final)
     return record
 
 
@@ -211,7 +218,9 @@ async def run_load(
     progress: Callable[[RequestRecord], None] | None = None,
 ) -> RunResult:
     """Send `requests` as `config` says, in this event loop, and return what was measured."""
-    timeout = streamkit.Timeout(connect=30, idle=config.timeout, total=None)  # the total: see `send_one`
+    # No limit per read, neither `total` nor `idle`, each of which costs a timer at every read (aiohttp
+    # reschedules its `sock_read` timer at every chunk): `send_one` puts one limit around each request.
+    timeout = streamkit.Timeout(connect=30, idle=None, total=None)
     async with streamkit.AsyncClient(
         base_url=config.base_url,
         api_key=config.api_key,
