@@ -254,11 +254,21 @@ class Api(abc.ABC, Generic[ItemT, FinalT]):
     #: types than `message`); where it does not, events with `event:` lines may be decoded at once too.
     event_field_matters: ClassVar[bool] = True
 
+    #: A decoder of a JSON array of items, where an API's plain events can be decoded at once.
+    _many: msgspec.json.Decoder[Any] | None = None
+
     def decode_many(self, array: bytes) -> list[ItemT] | None:
         """The items of several plain events at once, from their data joined as a JSON array
-        (`SSEDecoder.feed_array`); None where one of them needs `decode` (an error, a ping, a type or shape
-        the fast path does not take), and the stream then decodes them one by one."""
-        return None
+        (`SSEDecoder.feed_array`), with `_many`; None where one of them needs `decode` (an error, a ping, a
+        type or shape the fast path does not take), and the stream then decodes them one by one."""
+        many = self._many
+        if many is None or b'"error"' in array:  # perhaps an error, or an error field: by `decode`'s rules
+            return None
+        try:
+            items: list[ItemT] = many.decode(array)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            return None
+        return items
 
     @abc.abstractmethod
     def flags(self, item: ItemT) -> int:
@@ -367,15 +377,6 @@ class TypedEventApi(Api[ItemT, FinalT]):
     def __init__(self) -> None:
         self._decoder = msgspec.json.Decoder(self.events, dec_hook=decode_hook)
         self._many = msgspec.json.Decoder(list[self.events], dec_hook=decode_hook)  # type: ignore[name-defined]
-
-    def decode_many(self, array: bytes) -> list[ItemT] | None:
-        if b'"error"' in array:  # an error event, or a response's error field: each by its own rules
-            return None
-        try:
-            items: list[ItemT] = self._many.decode(array)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-            return None
-        return items
 
     def decode(self, data: bytes, event: str = "message") -> ItemT | None:
         try:

@@ -562,15 +562,6 @@ class OpenAIChunkApi(Api[_ChunkModelT, _FinalModelT]):
         self._decoder = msgspec.json.Decoder(self.chunk_type)
         self._many = msgspec.json.Decoder(list[self.chunk_type])  # type: ignore[name-defined]
 
-    def decode_many(self, array: bytes) -> list[_ChunkModelT] | None:
-        if b'"error"' in array:  # perhaps `{"error": ...}`: each by `decode`'s rules
-            return None
-        try:
-            chunks: list[_ChunkModelT] = self._many.decode(array)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-            return None
-        return chunks
-
     def decode(self, data: bytes, event: str = "message") -> _ChunkModelT | None:
         if event != "message":
             if event == "error":
