@@ -254,18 +254,19 @@ class SSEDecoder:
             self.batched = (len(complete) - 6 - len(joined)) // 7 + 1  # each boundary replaced: 7 bytes off
             return True
         if complete[:7] == b"event: ":
-            # As lines: an event line, a data line and a blank one, again and again; the `event: ` and
-            # `data: ` lines are told by what joining and replacing them leaves.
+            # As lines: an event line, a data line and a blank one, again and again. The `data: ` lines are
+            # told by what joining and replacing them leaves. Then each `\n\nevent: ` is a blank line (data
+            # lines are not empty, and none starts with `event: `) before an event line: n - 1 of them are
+            # the n - 1 blank lines that 3n - 1 lines have in their places, and the event lines after them.
             lines = complete.split(b"\n")
             n = len(lines) // 3 + 1
-            if n < 2 or len(lines) != 3 * n - 1 or any(lines[2::3]):
+            if n < 2 or len(lines) != 3 * n - 1:
                 return False
-            names = b"\n".join(lines[0::3])
             data = b"\n".join(lines[1::3])
             joined = data[6:].replace(b"\ndata: ", b",")
             if data[:6] != b"data: " or len(joined) != len(data) - 6 * n:
                 return False
-            if names.count(b"\nevent: ") != n - 1:
+            if complete.count(b"\n\nevent: ") != n - 1:
                 return False
             self._batch = (complete, lines, joined)
             self.batched = n

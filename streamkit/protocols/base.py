@@ -186,7 +186,12 @@ FinalT_co = TypeVar("FinalT_co", covariant=True)
 
 
 class Accumulator(Protocol[ItemT_contra, FinalT_co]):
-    """Merges a stream's items into its final object (sans-I/O)."""
+    """Merges a stream's items into its final object (sans-I/O).
+
+    The built-in accumulators also have `take(item) -> int`, which adds the item and returns its `Api.flags`,
+    told from the merge's own tests: a stream calls it once per item. A stream given an accumulator without
+    `take` calls `add`, then the API's `flags`.
+    """
 
     def add(self, item: ItemT_contra) -> None:
         """Merge one item."""

@@ -388,6 +388,11 @@ class ChatCompletionAccumulator:
 
     def add(self, chunk: ChatCompletionChunk) -> None:
         """Merge one chunk."""
+        self.take(chunk)
+
+    def take(self, chunk: ChatCompletionChunk) -> int:
+        """Merge one chunk and return what it means to the stream, `CHAT.flags(chunk)`: the stream's one call
+        per chunk. The common chunk, one choice with content, is told here at no cost."""
         header = self._header
         header.chunks += 1
         if chunk.usage is not None:
@@ -425,6 +430,11 @@ class ChatCompletionAccumulator:
             if logprobs is not None:
                 parts.logprobs_content = extended(parts.logprobs_content, logprobs.content)
                 parts.logprobs_refusal = extended(parts.logprobs_refusal, logprobs.refusal)
+        if len(chunk.choices) == 1:
+            choice = chunk.choices[0]
+            if choice.delta.content:
+                return TOKEN if choice.logprobs is None else TOKEN | COUNTED
+        return CHAT.flags(chunk)
 
     @property
     def snapshot(self) -> ChatCompletion:

@@ -151,6 +151,11 @@ class CompletionAccumulator:
 
     def add(self, chunk: CompletionChunk) -> None:
         """Merge one chunk."""
+        self.take(chunk)
+
+    def take(self, chunk: CompletionChunk) -> int:
+        """Merge one chunk and return `COMPLETIONS.flags(chunk)`, told here at no cost for one choice with
+        text (see `ChatCompletionAccumulator.take`)."""
         header = self._header
         header.chunks += 1
         if chunk.usage is not None:
@@ -167,6 +172,11 @@ class CompletionAccumulator:
                 parts.finish_reason = choice.finish_reason
             if choice.logprobs is not None:
                 parts.add_logprobs(choice.logprobs)
+        if len(chunk.choices) == 1:
+            choice = chunk.choices[0]
+            if choice.text:
+                return TOKEN if choice.logprobs is None else TOKEN | COUNTED
+        return COMPLETIONS.flags(chunk)
 
     @property
     def snapshot(self) -> Completion:

@@ -381,12 +381,22 @@ class MessageAccumulator:
 
     def add(self, event: MessageStreamEvent | UnknownEvent) -> None:
         """Merge one event."""
+        self.take(event)
+
+    def take(self, event: MessageStreamEvent | UnknownEvent) -> int:
+        """Merge one event and return what it means to the stream, `MESSAGES.flags(event)`: the stream's one
+        call per event. A text delta, the common event, is told here at no cost."""
         self._events += 1
         if isinstance(event, ContentBlockDeltaEvent):
             parts = self._blocks.get(event.index)
             if parts is None:  # a delta for a block that never started: a text block, as most are
                 parts = self._blocks[event.index] = _BlockParts(TextBlock())
-            parts.add(event.delta)
+            delta = event.delta
+            if type(delta) is TextDelta:
+                text = delta.text
+                parts.pieces.append(text)
+                return TOKEN if text else 0
+            parts.add(delta)
         elif isinstance(event, ContentBlockStartEvent):
             block = event.content_block if event.content_block is not None else TextBlock()
             self._blocks[event.index] = _BlockParts(block)
@@ -403,6 +413,7 @@ class MessageAccumulator:
             if event.delta.stop_sequence is not None:
                 self._stop_sequence = event.delta.stop_sequence
             self._update_usage(event.usage)
+        return MESSAGES.flags(event)
 
     def _update_usage(self, usage: MessageUsage | None) -> None:
         if usage is not None:

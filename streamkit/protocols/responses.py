@@ -861,6 +861,11 @@ class ResponseAccumulator:
 
     def add(self, event: ResponseStreamEvent | UnknownEvent) -> None:
         """Merge one event."""
+        self.take(event)
+
+    def take(self, event: ResponseStreamEvent | UnknownEvent) -> int:
+        """Merge one event and return what it means to the stream, `RESPONSES.flags(event)`: the stream's one
+        call per event. A text delta, the common event, is told here at no cost."""
         self._events += 1
         if type(event) is ResponseTextDeltaEvent:
             key = (event.output_index, event.item_id, event.content_index)
@@ -870,10 +875,18 @@ class ResponseAccumulator:
             else:
                 part = self._item(event.output_index, event.item_id).part(event.content_index)
                 self._last = (key, part)
-            part.text.pieces.append(event.delta)
+            delta = event.delta
+            part.text.pieces.append(delta)
             if event.logprobs:
                 part.logprobs = (part.logprobs or []) + event.logprobs
-        elif isinstance(event, _ARGUMENT_DELTAS):
+                return TOKEN | COUNTED if delta else 0
+            return TOKEN if delta else 0
+        self._merge(event)
+        return RESPONSES.flags(event)
+
+    def _merge(self, event: ResponseStreamEvent | UnknownEvent) -> None:
+        """Merge any event but a text delta."""
+        if isinstance(event, _ARGUMENT_DELTAS):
             self._item(event.output_index, event.item_id, _DELTA_ITEMS[type(event)]).arguments.pieces.append(
                 event.delta
             )
