@@ -342,37 +342,41 @@ class AsyncClient:
             self._transport_name == "aiohttp" or getattr(self._transport, "asyncio_only", False)
         ) and sniffio.current_async_library() != "asyncio":
             raise RuntimeError("the aiohttp transport runs on asyncio only; use transport='httpx' under trio")
+        if total_deadline is None:  # no cancel scope to pay for
+            return await self._tries(request)
+        with anyio.move_on_at(total_deadline):
+            return await self._tries(request)
+        raise TotalTimeout("the request took longer than the total timeout")
+
+    async def _tries(self, request: Request) -> tuple[HTTPResponse, StreamMetrics, float]:
         attempt = resent = 0
         call_started = perf_counter()
-        with anyio.move_on_at(total_deadline if total_deadline is not None else math.inf) as scope:
-            while True:
-                sent, sent_loop = perf_counter(), anyio.current_time()
-                try:
-                    response = await self._transport.send(request)
-                except (ConnectError, ConnectTimeout, ReadError) as exc:
-                    if exc.stale and resent < STALE_RESENDS:
-                        resent += 1
-                        continue
-                    if attempt >= self.max_retries:
-                        raise
-                    wait = _backoff(attempt)
-                else:
-                    if 200 <= response.status < 300:
-                        metrics = StreamMetrics(sent, perf_counter(), call_started, attempt + resent + 1)
-                        return response, metrics, sent_loop
-                    error = await self._status_error(response)
-                    if response.status not in RETRY_STATUSES and not 500 <= response.status < 600:
-                        raise error
-                    if attempt >= self.max_retries:
-                        raise error
-                    asked = _retry_after(response.headers)
-                    if asked is not None and asked > RETRY_AFTER_CAP:
-                        raise error
-                    wait = _backoff(attempt) if asked is None else asked
-                attempt += 1
-                await anyio.sleep(wait)
-        assert scope.cancelled_caught
-        raise TotalTimeout("the request took longer than the total timeout")
+        while True:
+            sent, sent_loop = perf_counter(), anyio.current_time()
+            try:
+                response = await self._transport.send(request)
+            except (ConnectError, ConnectTimeout, ReadError) as exc:
+                if exc.stale and resent < STALE_RESENDS:
+                    resent += 1
+                    continue
+                if attempt >= self.max_retries:
+                    raise
+                wait = _backoff(attempt)
+            else:
+                if 200 <= response.status < 300:
+                    metrics = StreamMetrics(sent, perf_counter(), call_started, attempt + resent + 1)
+                    return response, metrics, sent_loop
+                error = await self._status_error(response)
+                if response.status not in RETRY_STATUSES and not 500 <= response.status < 600:
+                    raise error
+                if attempt >= self.max_retries:
+                    raise error
+                asked = _retry_after(response.headers)
+                if asked is not None and asked > RETRY_AFTER_CAP:
+                    raise error
+                wait = _backoff(attempt) if asked is None else asked
+            attempt += 1
+            await anyio.sleep(wait)
 
     async def _status_error(self, response: HTTPResponse) -> APIStatusError:
         raw = await _read_some(response, ERROR_BODY_LIMIT)
