@@ -16,7 +16,8 @@ Parts:
    - chat: `openai.AsyncOpenAI` (its default and its aiohttp client; plain iteration and `.stream()`);
    - Responses: openai's `responses.create(stream=True)` and its `responses.stream()` helper;
    - Messages: `anthropic.AsyncAnthropic`'s `messages.create(stream=True)` and its `messages.stream()` helper;
-   - every API: a raw aiohttp + orjson line loop (which does not even type the events) and httpx-sse + json.
+   - every API: a raw aiohttp + orjson line loop (which does not even type the events) and httpx-sse + json;
+   - and the floor: aiohttp reading the bytes, no event parsed, which every aiohttp client pays.
 2. **TTFT overhead** (chat): sequential one-token requests; the time from the call to the first token in the
    user's hands, streamkit against the raw aiohttp loop (the floor any aiohttp client can reach).
 3. **1,000 concurrent streams** (chat) in one process: aggregate events/s, streamkit against openai on
@@ -43,6 +44,7 @@ import orjson
 from httpx_sse import aconnect_sse
 
 import streamkit
+from streamkit.bench.runner import run_in_loop
 from streamkit.server import ServerProcess
 
 HI: list[Any] = [{"role": "user", "content": "hi"}]
@@ -131,6 +133,16 @@ def contenders(api: str, c: Clients, headers: Callable[[int], dict[str, str]]) -
                         break
         return n
 
+    async def aiohttp_floor(tokens: int) -> int:
+        # The bytes only: what aiohttp and the event loop cost before any client looks at an event. Events
+        # are counted by their blank lines (a `\n\n` cut between two reads included).
+        n, last = 0, b""
+        async with c.session.post(c.base_url + path, json=body, headers=headers(tokens)) as response:
+            async for data in response.content.iter_any():
+                n += data.count(b"\n\n") + (last == b"\n" and data[:1] == b"\n")
+                last = data[-1:]
+        return n - (api == "chat")  # data: [DONE]
+
     async def httpx_sse(tokens: int) -> int:
         n = 0
         async with aconnect_sse(
@@ -156,7 +168,11 @@ def contenders(api: str, c: Clients, headers: Callable[[int], dict[str, str]]) -
         table |= responses_peers(c, headers)
     else:
         table |= messages_peers(c, headers)
-    table |= {"raw aiohttp + orjson": raw_aiohttp, "httpx-sse + json": httpx_sse}
+    table |= {
+        "raw aiohttp + orjson": raw_aiohttp,
+        "httpx-sse + json": httpx_sse,
+        "aiohttp bytes only (floor)": aiohttp_floor,
+    }
     return table
 
 
@@ -396,10 +412,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ttft-requests", type=int, default=300)
     parser.add_argument("--concurrent", type=int, default=1000)
     parser.add_argument("--concurrent-tokens", type=int, default=100)
+    parser.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="the event loop every contender runs on (uvloop needs the bench extra)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     with ServerProcess() as base_url:
-        result = asyncio.run(main_async(args, base_url))
+        result = run_in_loop(main_async(args, base_url), args.loop)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
