@@ -360,8 +360,29 @@ class Stream(Generic[ItemT, FinalT]):
 
     def _decode(self, data: bytes, now: float) -> bool:
         """Decode the events a read completes into pending items; True at the end of the stream."""
-        self.metrics.reads += 1
+        metrics = self.metrics
+        metrics.reads += 1
         got = self._feed(data, self._typed_arrays)
+        if type(got) is list and len(got) == 1 and got[0][1][:1] != b"[":
+            # One event, as a live stream's reads bring them: the loop below, for one item. (`[DONE]`, and
+            # data that is a JSON array, which is no item, take the loop.)
+            event, raw = got[0]
+            item = self._decode_item(raw, event)  # raises with no item before it to keep
+            if item is None:
+                return False
+            flags = self._take(item)
+            if flags:
+                if flags & ERROR:
+                    error = self.api.error(item)
+                    error.raw = raw.decode("utf-8", "replace")
+                    raise error
+                if flags & TOKEN:
+                    self._tokens_arrived(1, now)
+                    if flags & COUNTED:
+                        self._counted(item)
+            self._pending.append(item)
+            metrics.arrivals.append(now)
+            return bool(flags & END)
         items: list[ItemT] | None = None
         raws: list[bytes] = []  # each item's data, where they were decoded one by one
         end = failure = None

@@ -97,8 +97,12 @@ def test_summary_counts_failures_goodput_and_throughput() -> None:
 
 
 def client_for(body: bytes, pieces: int = 1) -> streamkit.AsyncClient:
-    size = max(1, len(body) // pieces)
-    parts = [body[i : i + size] for i in range(0, len(body), size)]
+    """A client answering `body` in `pieces` reads of equal size; with `pieces=0`, a read each event."""
+    size = max(1, len(body) // pieces) if pieces else 0
+    if size:
+        parts = [body[i : i + size] for i in range(0, len(body), size)]
+    else:
+        parts = [event + b"\n\n" for event in body.split(b"\n\n")[:-1]]
 
     def handler(request: Any) -> MockResponse:
         return MockResponse(200, parts, {"content-type": "text/event-stream"})
@@ -141,12 +145,13 @@ async def test_role_only_usage_and_comments_are_not_token_events() -> None:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_logprobs_give_tokens_per_chunk() -> None:
+@pytest.mark.parametrize("pieces", [1, 0], ids=["one read", "a read each event"])
+async def test_logprobs_give_tokens_per_chunk(pieces: int) -> None:
     two = {"content": [{"token": "a", "logprob": 0, "bytes": None, "top_logprobs": []}] * 2}
     body = chunk({"content": "ab"}, logprobs=two) + chunk(
         {"content": "c"}, logprobs={"content": two["content"][:1]}
     )
-    record = await record_of(body + chunk({}, finish_reason="stop") + b"data: [DONE]\n\n")
+    record = await record_of(body + chunk({}, finish_reason="stop") + b"data: [DONE]\n\n", pieces)
     assert record.token_counts == [2, 1] and record.tokens == 3 and record.tokens_estimated
 
 

@@ -284,22 +284,23 @@ async def _open_loop(
 ) -> None:
     assert config.rate is not None
     limit = asyncio.Semaphore(config.concurrency) if config.concurrency else contextlib.nullcontext()
-    tasks: list[asyncio.Task[None]] = []
 
     async def send(request: BenchRequest, t_sched: float) -> None:
         async with limit:
             done(await send_one(client, config, request, t_sched, origin))
 
-    for request, t_sched in zip(
-        requests, arrival_times(config.rate, config.burstiness, config.seed), strict=False
-    ):
-        if t_sched >= deadline:
-            break
-        wait = t_sched - (perf_counter() - origin)
-        if wait > 0:
-            await asyncio.sleep(wait)
-        tasks.append(asyncio.ensure_future(send(request, t_sched)))
-    await asyncio.gather(*tasks)
+    # A task group: a run stopped while it sends (Ctrl-C) cancels the requests in flight and waits for them,
+    # rather than leaving them to meet the client closed under them.
+    async with asyncio.TaskGroup() as group:
+        for request, t_sched in zip(
+            requests, arrival_times(config.rate, config.burstiness, config.seed), strict=False
+        ):
+            if t_sched >= deadline:
+                break
+            wait = t_sched - (perf_counter() - origin)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            group.create_task(send(request, t_sched))
 
 
 async def calibrate(requests: int = 30, tokens: int = 16) -> dict[str, float]:

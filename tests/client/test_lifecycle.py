@@ -58,6 +58,24 @@ async def test_breaking_out_of_async_with_closes_the_response(
     assert [chunk async for chunk in stream] == []
 
 
+async def test_a_stream_read_after_its_client_closed_raises_a_streamkit_error(
+    client: streamkit.AsyncClient, streamkit_server: ServerThread
+) -> None:
+    # The bench, stopped by Ctrl-C, closes its client while requests are in flight: a read then meets a
+    # closed connection, which aiohttp says with a bare RuntimeError.
+    stream = await client.chat.completions.create(
+        model="scripted", messages=HI, stream=True, extra_headers=SLOW
+    )
+    async with stream:
+        async for _ in stream:
+            break
+        await client.aclose()
+        with pytest.raises(streamkit.StreamkitError) as caught:
+            async for _ in stream:
+                pass
+    assert caught.value.partial is not None
+
+
 async def test_cancelling_a_read_closes_the_response(
     client: streamkit.AsyncClient, streamkit_server: ServerThread
 ) -> None:

@@ -525,11 +525,15 @@ async def test_an_unknown_event_is_yielded_and_changes_nothing() -> None:
         assert len(stream.metrics.token_arrivals) == 2
 
 
-async def test_an_error_event_decoded_with_others_keeps_its_raw_data() -> None:
-    # A read of plain events is decoded at once; an error among them, its type written with an escape so
-    # that no quick look at the bytes finds it, still raises with the event as it came.
+@pytest.mark.parametrize("reads", ["one", "each event"])
+async def test_an_error_event_decoded_with_others_keeps_its_raw_data(reads: str) -> None:
+    # A read of plain events is decoded at once, a read of one event on its own path; an error among them,
+    # its type written with an escape so that no quick look at the bytes finds it, still raises with the
+    # event as it came.
     error = b'event: error\ndata: {"type": "\\u0065rror", "code": "x", "message": "boom", "param": null}\n\n'
-    async with mock(sse(*HEAD) + error) as client:
+    body = sse(*HEAD) + error
+    pieces = [body] if reads == "one" else [event + b"\n\n" for event in body.split(b"\n\n")[:-1]]
+    async with mock(*pieces) as client:
         stream = await client.responses.create(model="m", input="hi", stream=True)
         events, caught = await events_before(stream, streamkit.StreamAPIError)
         assert len(events) == 4 and (caught.message, caught.code) == ("boom", "x")

@@ -318,6 +318,24 @@ async def test_aiohttp_pure_python_parser_errors_are_read_errors() -> None:
     assert type(mapped) is streamkit.ReadError and "zz" in str(mapped)
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_read_of_a_connection_closed_under_it_is_a_read_error(hostile_server: HostileServer) -> None:
+    """When its session closes a connection (the bench's client, closed by Ctrl-C with requests in flight),
+    aiohttp forgets the body it was reading; a read that starts before the connection's end is seen gets
+    aiohttp's bare RuntimeError("Connection closed."). The race, made certain: the connection is closed as
+    the session would close it, and read at once."""
+    base_url, _ = serve(hostile_server, Script([Send(SSE_HEAD + chunk(HEL)), Stall()]))
+    async with streamkit.AsyncClient(base_url=base_url, transport="aiohttp", timeout=LIMITS) as client:
+        stream = await client.chat.completions.create(model="m", messages=HI, stream=True)
+        async with stream:
+            first = await stream.__anext__()
+            assert first.choices[0].delta.content == "Hel"
+            stream._response._response.connection.protocol.close()  # type: ignore[attr-defined]
+            with pytest.raises(streamkit.ReadError) as caught:
+                await stream.__anext__()
+    assert content(caught.value) == "Hel"
+
+
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_an_aiohttp_transport_instance_under_trio_says_what_to_do(
     hostile_server: HostileServer,
