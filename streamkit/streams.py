@@ -159,6 +159,7 @@ class Stream(Generic[ItemT, FinalT]):
 
     __slots__ = (
         "_accumulator",
+        "_add",
         "_complete",
         "_deadline",
         "_decode_item",
@@ -172,7 +173,6 @@ class Stream(Generic[ItemT, FinalT]):
         "_reading",
         "_redact",
         "_response",
-        "_take",
         "_token_arrivals",
         "_token_count",
         "_total_deadline",
@@ -208,7 +208,7 @@ class Stream(Generic[ItemT, FinalT]):
         self._typed_arrays = not self.api.event_field_matters
         self._decode_item = self.api.decode
         self._decode_many = self.api.decode_many
-        self._take = _taker(self._accumulator, self.api.flags)
+        self._add = self._accumulator.add
         self._token_arrivals = metrics.token_arrivals
         self._token_count = self.api.token_count
 
@@ -370,7 +370,7 @@ class Stream(Generic[ItemT, FinalT]):
             item = self._decode_item(raw, event)  # raises with no item before it to keep
             if item is None:
                 return False
-            flags = self._take(item)
+            flags = self._add(item)
             if flags:
                 if flags & ERROR:
                     error = self.api.error(item)
@@ -415,12 +415,12 @@ class Stream(Generic[ItemT, FinalT]):
                     raws.append(raw)
         # Each item is added, which says its flags, in turn; the plain token items among them are stamped,
         # and all are kept, at once after the loop, so that the common item costs one call.
-        take = self._take
+        add = self._add
         taken, tokens = len(items), 0  # how many items are kept; plain token items not stamped yet
         ended = False
         try:
             for item in items:
-                flags = take(item)
+                flags = add(item)
                 if flags == TOKEN:
                     tokens += 1
                 elif flags:
@@ -497,21 +497,6 @@ class Stream(Generic[ItemT, FinalT]):
 def _index(items: list[Any], item: Any) -> int:
     """Where `item` itself is in `items` (items equal to it may come before)."""
     return next(i for i, each in enumerate(items) if each is item)
-
-
-def _taker(accumulator: Accumulator[Any, Any], flags: Callable[[Any], int]) -> Callable[[Any], int]:
-    """The accumulator's `take` (add an item, return its flags), or, for one that has none, its `add` and
-    then the API's `flags`."""
-    take: Callable[[Any], int] | None = getattr(accumulator, "take", None)
-    if take is not None:
-        return take
-    add = accumulator.add
-
-    def add_then_flag(item: Any) -> int:
-        add(item)
-        return flags(item)
-
-    return add_then_flag
 
 
 def _earliest(a: float | None, b: float | None) -> float | None:

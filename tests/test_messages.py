@@ -1,6 +1,6 @@
 """Anthropic Messages, sans-I/O: decoding each event (`MESSAGES.decode`), the stream's rules (`flags`, `text`,
 `error`), `MessageAccumulator` over streams in the shapes real servers send (Anthropic's, llama.cpp's recorded
-and by hand, LiteLLM's), and the server's side of the API object (`turn`, `reply`, `error_body`, ...)."""
+and by hand, LiteLLM's), and what conversations ask of the API object (`turn`, `reply`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from streamkit.protocols import END, ERROR, TOKEN, UnknownObject
 from streamkit.protocols import messages as m
 from streamkit.protocols.base import Model
 from streamkit.protocols.messages import MESSAGES, Message, MessageAccumulator, MessageEvent
-from streamkit.protocols.scripted import RequestError
 from tests.conftest import FIXTURES
 
 LLAMACPP_MESSAGES = FIXTURES / "llamacpp" / "messages.bin"
@@ -1090,36 +1089,3 @@ def test_reply_is_the_assistant_message_with_its_blocks() -> None:
     (turn,) = MESSAGES.reply(final_of(ANTHROPIC))
     assert turn == {"role": "assistant", "content": ANTHROPIC_FINAL["content"]}
     assert MESSAGES.reply(Message()) == []
-
-
-# The server's side
-
-
-@pytest.mark.parametrize(
-    ("status", "kind"),
-    [
-        (400, "invalid_request_error"),
-        (401, "authentication_error"),
-        (403, "permission_error"),
-        (404, "not_found_error"),
-        (413, "request_too_large"),
-        (422, "invalid_request_error"),
-        (429, "rate_limit_error"),
-        (500, "api_error"),
-        (503, "api_error"),
-        (529, "overloaded_error"),
-    ],
-)
-def test_error_bodies_have_anthropics_shape(status: int, kind: str) -> None:
-    body = MESSAGES.error_body(RequestError(status, "Something"))
-    assert body == {"type": "error", "error": {"type": kind, "message": "Something"}}
-    fault = MESSAGES.error_body(MESSAGES.fault_error(status))
-    assert fault["error"]["type"] == kind and fault["error"]["message"]
-
-
-def test_fault_errors_say_what_anthropic_says() -> None:
-    assert MESSAGES.fault_error(529).message == "Overloaded"
-    assert MESSAGES.fault_error(429).status == 429
-    assert MESSAGES.error_forms == ("event",)
-    with pytest.raises(ChunkDecodeError):
-        MESSAGES.decode(MESSAGES.malformed)

@@ -5,7 +5,8 @@ items into the final object, and one `Api` object that says how to decode an SSE
 an item means: whether it carries a token, ends the stream, or is an error. Everything else (reading bytes,
 deadlines, retries, metrics, the bench) is written once, over that object.
 
-All of it is sans-I/O: no transport, no event loop.
+All of it is sans-I/O: no transport, no event loop. It is the client's side only: how the built-in server
+speaks each API is `streamkit.server.apis`, which shares none of this code.
 """
 
 from __future__ import annotations
@@ -13,14 +14,11 @@ from __future__ import annotations
 import abc
 import builtins
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar
 
 import msgspec
 
 from streamkit.errors import ChunkDecodeError, StreamAPIError, api_error_fields
-
-if TYPE_CHECKING:
-    from streamkit.protocols.scripted import Answer, Frame, Plan, RequestError, Script
 
 __all__ = [
     "COUNTED",
@@ -186,15 +184,11 @@ FinalT_co = TypeVar("FinalT_co", covariant=True)
 
 
 class Accumulator(Protocol[ItemT_contra, FinalT_co]):
-    """Merges a stream's items into its final object (sans-I/O).
+    """Merges a stream's items into its final object (sans-I/O)."""
 
-    The built-in accumulators also have `take(item) -> int`, which adds the item and returns its `Api.flags`,
-    told from the merge's own tests: a stream calls it once per item. A stream given an accumulator without
-    `take` calls `add`, then the API's `flags`.
-    """
-
-    def add(self, item: ItemT_contra) -> None:
-        """Merge one item."""
+    def add(self, item: ItemT_contra) -> int:
+        """Merge one item and return what it means to the stream, the API's `flags(item)`: the merge's own
+        type tests already tell it, so that a stream makes one call per item."""
         ...
 
     @property
@@ -230,9 +224,8 @@ class Api(abc.ABC, Generic[ItemT, FinalT]):
     - `done_completes`: whether `data: [DONE]` completes the stream whatever came before it. Where it does
       not, `[DONE]` still ends the stream, which is complete only if `accumulator().is_finished()`.
 
-    The client's side is `decode`, `flags`, `text`, `error`, `token_count` and `accumulator`. The built-in
-    server's side (`parse_request`, `render`, `error_body`, `error_frames`, `fault_error`, with
-    `error_forms` and `malformed`) speaks the API for the scripted model (`streamkit.protocols.scripted`).
+    A stream uses `decode`, `flags`, `text`, `error`, `token_count` and `accumulator`; conversations and the
+    bench build their requests with `history_start`, `turn`, `reply` and `ask_usage`.
     """
 
     name: ClassVar[str]
@@ -242,10 +235,6 @@ class Api(abc.ABC, Generic[ItemT, FinalT]):
     final_type: ClassVar[type[Any]]
     prompt_field: ClassVar[str] = "messages"
     """The request field that holds the prompt: `messages`, `prompt` or `input`."""
-    error_forms: ClassVar[tuple[str, ...]] = ()
-    """The forms of an error sent inside a stream (the server's `error=FORM` fault), the default first."""
-    malformed: ClassVar[bytes] = b'{"broken": "tru'
-    """Event data that is not valid JSON (the server's `malformed=K` fault)."""
 
     @abc.abstractmethod
     def decode(self, data: bytes, event: str = "message") -> ItemT | None:
@@ -327,28 +316,6 @@ class Api(abc.ABC, Generic[ItemT, FinalT]):
         """The answer to a request with `stream=False`. Raises `ChunkDecodeError`."""
         final: FinalT = self.final_type.from_json(data)
         return final
-
-    # The built-in server's side
-
-    @abc.abstractmethod
-    def parse_request(self, body: dict[str, Any], model: str) -> Script:
-        """Check a request as the API would, for the scripted model serving `model`. Raises `RequestError`."""
-
-    @abc.abstractmethod
-    def render(self, script: Script, answers: list[Answer], tokens_per_chunk: int) -> Plan:
-        """The events of the stream that carries `answers`, in the API's own shapes."""
-
-    @abc.abstractmethod
-    def error_body(self, error: RequestError) -> dict[str, Any]:
-        """The JSON body of an error answer, in the API's shape."""
-
-    @abc.abstractmethod
-    def error_frames(self, form: str, plan: Plan, sent: int) -> list[Frame]:
-        """An error sent in the stream of `plan` after its first `sent` events, in one of `error_forms`."""
-
-    @abc.abstractmethod
-    def fault_error(self, status: int) -> RequestError:
-        """What the API says with an error status that a fault injects (a rate limit, an overload...)."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

@@ -1,9 +1,10 @@
-"""The built-in server: an aiohttp.web app that speaks every API of `streamkit.protocols` for the scripted
+"""The built-in server: an aiohttp.web app that speaks every API of `streamkit.server.apis` for the scripted
 model, with faults on demand.
 
-One handler serves every API. The API's own object (`streamkit.protocols`) checks the request, renders the
-scripted model's answer as the events of its stream, and shapes its errors; this module does the HTTP: the
-key, the timing, the faults, and writing the events.
+One handler serves every API. The API's own server object (`streamkit.server.apis`) checks the request,
+renders the scripted model's answer as the events of its stream and as its whole form, and shapes its errors;
+this module does the HTTP: the key, the timing, the faults, and writing the events or the whole answer. None
+of it uses the client's side of an API (`streamkit.protocols`): the server is the client's oracle.
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from streamkit.protocols import APIS
-from streamkit.protocols.base import Api
-from streamkit.protocols.chat import SERVER_ERROR
-from streamkit.protocols.scripted import Frame, Plan, RequestError, answer
+from streamkit.server.apis import SERVER_APIS, ServerApi
+from streamkit.server.apis.chat import SERVER_ERROR
 from streamkit.server.faults import Faults, Timing
+from streamkit.server.scripted import Frame, Plan, RequestError, answer
 
 __all__ = ["FAULT_HEADER", "SERVER_ERROR", "TIMING_HEADER", "ServerConfig", "ServerStats", "create_app"]
 
@@ -84,7 +84,7 @@ class _Handler:
         self.config = config
         self.stats = stats
 
-    def _settings(self, request: web.Request, api: Api[Any, Any]) -> tuple[Timing, Faults]:
+    def _settings(self, request: web.Request, api: ServerApi) -> tuple[Timing, Faults]:
         try:
             timing = Timing.parse(request.headers.get(TIMING_HEADER, ""), self.config.timing)
             spec = request.headers.get(FAULT_HEADER)
@@ -98,7 +98,7 @@ class _Handler:
             )
         return timing, faults
 
-    def _authorize(self, request: web.Request, api: Api[Any, Any]) -> None:
+    def _authorize(self, request: web.Request, api: ServerApi) -> None:
         key = self.config.api_key
         if key is None:
             return
@@ -119,20 +119,20 @@ class _Handler:
     async def models(self, request: web.Request) -> web.Response:
         try:
             # Either provider's key header: /v1/models serves the clients of every API.
-            self._authorize(request, APIS["messages"])
+            self._authorize(request, SERVER_APIS["messages"])
         except RequestError as exc:
-            return self._error(APIS["chat"], exc)
+            return self._error(SERVER_APIS["chat"], exc)
         model = {"id": self.config.model, "object": "model", "created": 0, "owned_by": "streamkit"}
         return web.json_response({"object": "list", "data": [model]})
 
-    def handler(self, api: Api[Any, Any]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def handler(self, api: ServerApi) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def serve(request: web.Request) -> web.StreamResponse:
             return await self._serve(request, api)
 
         return serve
 
     def _error(
-        self, api: Api[Any, Any], error: RequestError, headers: dict[str, str] | None = None
+        self, api: ServerApi, error: RequestError, headers: dict[str, str] | None = None
     ) -> web.Response:
         return web.Response(
             status=error.status,
@@ -141,7 +141,7 @@ class _Handler:
             headers=headers,
         )
 
-    async def _serve(self, request: web.Request, api: Api[Any, Any]) -> web.StreamResponse:
+    async def _serve(self, request: web.Request, api: ServerApi) -> web.StreamResponse:
         self.stats.requests += 1
         self.stats.peers.add(request.transport.get_extra_info("peername") if request.transport else None)
         try:
@@ -174,21 +174,8 @@ class _Handler:
         if faults.html:
             return web.Response(body=HTML_PAGE, content_type="text/html")
         if not script.stream:
-            whole = _aggregate(api, plan)
-            return web.json_response(whole, dumps=lambda o: _encode(o).decode())
+            return web.json_response(plan.whole, dumps=lambda o: _encode(o).decode())
         return await _Stream(request, api, plan, timing, faults, self.stats).run()
-
-
-def _aggregate(api: Api[Any, Any], plan: Plan) -> dict[str, Any]:
-    """The non-streamed answer: exactly the aggregate of the events the stream would have sent."""
-    accumulator = api.accumulator()
-    for frame in [*plan.frames, *plan.end]:
-        if isinstance(frame.data, dict):
-            item = api.decode(_encode(frame.data), frame.event or "message")
-            if item is not None:
-                accumulator.add(item)
-    result: dict[str, Any] = accumulator.final().to_dict()
-    return result
 
 
 class _Stream:
@@ -197,7 +184,7 @@ class _Stream:
     def __init__(
         self,
         request: web.Request,
-        api: Api[Any, Any],
+        api: ServerApi,
         plan: Plan,
         timing: Timing,
         faults: Faults,
@@ -335,13 +322,13 @@ class _Stream:
 
 
 def create_app(config: ServerConfig | None = None, stats: ServerStats | None = None) -> web.Application:
-    """The aiohttp.web application of the built-in server: every API of `streamkit.protocols` under `/v1`."""
+    """The aiohttp.web application of the built-in server: each API of `streamkit.server.apis` under `/v1`."""
     config = config or ServerConfig()
     handler = _Handler(config, stats or ServerStats())
     app = web.Application()
     app[CONFIG_KEY] = config
     app[STATS_KEY] = handler.stats
-    for api in APIS.values():
+    for api in SERVER_APIS.values():
         app.router.add_post(f"/v1{api.path}", handler.handler(api))
     app.router.add_get("/v1/models", handler.models)
     if config.trace:

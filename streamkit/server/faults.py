@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 __all__ = ["Faults", "Timing"]
 
-_ERROR_FORMS = ("object", "string", "event", "failed")  # each API takes some (`Api.error_forms`)
+_ERROR_FORMS = ("object", "string", "event", "failed")  # each API takes some (`ServerApi.error_forms`)
 _FRAMINGS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
 
 

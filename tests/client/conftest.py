@@ -4,10 +4,12 @@ and httpx, and trio with httpx (aiohttp runs on asyncio only)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
 import streamkit
+from streamkit.protocols.base import Model
 from streamkit.server import ServerThread
 from tests.hostile import HostileServer
 
@@ -53,22 +55,24 @@ async def client(streamkit_server: ServerThread, transport: str) -> AsyncIterato
         yield client
 
 
-def same_answer(
-    streamed: streamkit.ChatCompletion | streamkit.Completion,
-    whole: streamkit.ChatCompletion | streamkit.Completion,
-    usage: bool,
-) -> bool:
-    """Whether two answers agree but for the ids and `created` that each response draws anew (and `usage`,
-    which a whole answer always has and a stream only on request)."""
-    answers = []
-    for answer in (streamed.to_dict(), whole.to_dict()):
-        for name in ("id", "created") if usage else ("id", "created", "usage"):
-            answer.pop(name, None)
-        for choice in answer["choices"]:
-            for call in choice.get("message", {}).get("tool_calls", []):
-                call.pop("id")
-        answers.append(answer)
-    return answers[0] == answers[1]
+# What each response draws anew, so that two answers to one request differ in it: ids, times, signatures.
+DRAWN = frozenset({"id", "call_id", "created", "created_at", "signature"})
+
+
+def comparable(answer: Model, usage: bool) -> Any:
+    """An answer (of any API) as JSON, less what each response draws anew, less a tool call's `index` (a
+    field of the stream's deltas, which a whole message leaves out), and less `usage` unless both have it (a
+    whole chat answer always has it; a stream only on request)."""
+
+    def strip(value: Any, within: str = "") -> Any:
+        if isinstance(value, dict):
+            drop = DRAWN | ({"index"} if within == "tool_calls" else set()) | (set() if usage else {"usage"})
+            return {k: strip(v, k) for k, v in value.items() if k not in drop}
+        if isinstance(value, list):
+            return [strip(v, within) for v in value]
+        return value
+
+    return strip(answer.to_dict())
 
 
 def fault(spec: str) -> dict[str, str]:

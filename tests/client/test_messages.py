@@ -12,10 +12,10 @@ from typing import Any, TypeVar
 import pytest
 
 import streamkit
-from streamkit.protocols import MESSAGES
 from streamkit.protocols import messages as m
-from streamkit.protocols.scripted import tokens_for
 from streamkit.server import ServerThread
+from streamkit.server.apis.messages import MESSAGES as SERVER
+from streamkit.server.scripted import tokens_for
 from streamkit.transports.base import Request
 from streamkit.transports.mock import MockResponse, MockTransport
 from tests.client.conftest import HI, fault, timing
@@ -145,38 +145,6 @@ async def test_a_text_stream_yields_typed_events_in_order(client: streamkit.Asyn
     assert final.id == events[0].message.id  # type: ignore[union-attr]
     assert final.usage is not None and (final.usage.input_tokens, final.usage.output_tokens) == (4, 16)
     assert stream.completed and stream.is_finished()
-
-
-CASES: list[dict[str, Any]] = [
-    {},
-    {"extra_body": {"seed": 9}, "system": "Be brief.", "temperature": 0.2, "top_p": 0.9, "top_k": 5},
-    {"system": [{"type": "text", "text": "Be brief."}], "metadata": {"user_id": "u1"}},
-    {"stop_sequences": ["the", "a"], "extra_body": {"seed": 2}},
-    {"max_tokens": 5, "extra_headers": timing("tokens=40")},
-    {"tools": [WEATHER, CLOCK]},
-    {"tools": [WEATHER, CLOCK], "tool_choice": {"type": "any", "disable_parallel_tool_use": True}},
-    {"tools": [WEATHER], "tool_choice": {"type": "none"}},
-    {"thinking": {"type": "enabled", "budget_tokens": 1024}},
-    {"extra_headers": timing("tokens=30,tokens_per_chunk=4")},
-]
-
-
-@pytest.mark.parametrize("params", CASES, ids=lambda p: ",".join(p) or "plain")
-async def test_the_final_equals_the_non_streamed_answer(
-    client: streamkit.AsyncClient, params: dict[str, Any]
-) -> None:
-    headers = params.pop("extra_headers", {})
-    whole = await whole_of(client, headers, **params)
-    assert isinstance(whole, streamkit.Message)
-    stream = await stream_of(client, headers, **params)
-    events = [event async for event in stream]
-    final = await stream.get_final_message()
-    assert without_ids(final) == without_ids(whole)
-    assert final.stop_reason == events[-2].delta.stop_reason  # type: ignore[union-attr]
-    assert stream.metrics.chunks == len(events)
-    assert final.usage is not None
-    assert stream.metrics.completion_tokens == final.usage.output_tokens
-    assert stream.metrics.prompt_tokens == final.usage.input_tokens
 
 
 async def test_text_deltas_join_to_the_text(client: streamkit.AsyncClient) -> None:
@@ -423,7 +391,7 @@ async def test_malformed_data_raises_chunk_decode_error(client: streamkit.AsyncC
     stream = await stream_of(client, fault("malformed=5"))
     events, error = await events_before(stream, streamkit.ChunkDecodeError)
     assert len(events) == SENT_BEFORE[5] and isinstance(error, ValueError)
-    assert error.raw == MESSAGES.malformed.decode()
+    assert error.raw == SERVER.malformed.decode()
     assert partial_of(error).text == text_of(events)
     with pytest.raises(streamkit.ChunkDecodeError) as again:
         await stream.get_final_message()

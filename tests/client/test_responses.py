@@ -12,9 +12,9 @@ import pytest
 
 import streamkit
 from streamkit.protocols import responses as r
-from streamkit.protocols.scripted import tokens_for
 from streamkit.server import ServerThread
 from streamkit.server.app import SERVER_ERROR
+from streamkit.server.scripted import tokens_for
 from streamkit.transports.mock import MockResponse, MockTransport
 from tests.client.conftest import fault, timing
 
@@ -123,35 +123,6 @@ async def test_a_text_stream_yields_typed_events_in_order(client: streamkit.Asyn
     assert final.usage is not None and final.usage.output_tokens == 16
     assert final.model == "scripted" and final.id == events[0].response.id  # type: ignore[union-attr]
     assert stream.completed and stream.is_finished()
-
-
-CASES: list[dict[str, Any]] = [
-    {},
-    {"extra_body": {"seed": 9}, "instructions": "Be brief.", "temperature": 0.2, "top_p": 0.9},
-    {"input": [{"role": "user", "content": "Hello there"}], "metadata": {"k": "v"}, "store": False},
-    {"include": ["message.output_text.logprobs"], "top_logprobs": 2},
-    {"max_output_tokens": 16, "extra_headers": timing("tokens=40")},
-    {"tools": [WEATHER, CLOCK]},
-    {"tools": [WEATHER, CLOCK], "parallel_tool_calls": False},
-    {"tools": [WEATHER], "tool_choice": "none"},
-    {"extra_headers": timing("tokens=30,tokens_per_chunk=4")},
-]
-
-
-@pytest.mark.parametrize("params", CASES, ids=lambda p: ",".join(p) or "plain")
-async def test_the_final_equals_the_non_streamed_answer(
-    client: streamkit.AsyncClient, params: dict[str, Any]
-) -> None:
-    headers = params.pop("extra_headers", {})
-    whole = await whole_of(client, headers, **params)
-    assert isinstance(whole, streamkit.Response)
-    stream = await stream_of(client, headers, **params)
-    events = [event async for event in stream]
-    final = await stream.get_final_response()
-    assert without_ids(final) == without_ids(whole)
-    assert final.status == events[-1].response.status  # type: ignore[union-attr]
-    assert stream.metrics.chunks == len(events)
-    assert stream.metrics.completion_tokens == (final.usage and final.usage.output_tokens)
 
 
 async def test_text_deltas_join_to_the_output_text(client: streamkit.AsyncClient) -> None:

@@ -1,52 +1,14 @@
-"""Streaming through each transport: every parameter mode gives the non-streamed answer, chunk for chunk."""
+"""Streaming chat and legacy completions through each transport: text deltas, usage and metrics, concurrency.
+That every parameter mode streams the whole answer is `test_oracle.py`'s."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import pytest
 
 import streamkit
-from tests.client.conftest import HI, same_answer
+from tests.client.conftest import HI
 
 pytestmark = pytest.mark.anyio
-
-TOOLS: list[dict[str, Any]] = [
-    {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}},
-    {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}},
-]
-
-CHAT_CASES: list[dict[str, Any]] = [
-    {},
-    {"n": 3, "seed": 7},
-    {"stop": ["e"], "seed": 1},
-    {"stop": "the"},
-    {"max_tokens": 5},
-    {"max_completion_tokens": 4, "temperature": 0.2, "top_p": 0.9},
-    {"logprobs": True, "top_logprobs": 2},
-    {"tools": TOOLS[:1]},
-    {"tools": TOOLS, "tool_choice": "required", "parallel_tool_calls": True},
-    {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "get_time"}}},
-    {"presence_penalty": 0.5, "frequency_penalty": 0.5, "user": "u1", "response_format": {"type": "text"}},
-    {"stream_options": {"include_usage": True}, "n": 2},
-]
-
-
-@pytest.mark.parametrize("params", CHAT_CASES, ids=lambda p: ",".join(p) or "plain")
-async def test_chat_stream_aggregates_to_the_whole_answer(
-    client: streamkit.AsyncClient, params: dict[str, Any]
-) -> None:
-    whole_params = {
-        k: v for k, v in params.items() if k != "stream_options"
-    }  # the API allows it on streams only
-    whole = await client.chat.completions.create(model="scripted", messages=HI, **whole_params)
-    stream = await client.chat.completions.create(model="scripted", messages=HI, stream=True, **params)
-    chunks = [chunk async for chunk in stream]
-    assert all(isinstance(chunk, streamkit.ChatCompletionChunk) for chunk in chunks)
-    final = await stream.get_final_completion()
-    assert same_answer(final, whole, usage="include_usage" in str(params))
-    assert stream.metrics.chunks == len(chunks)
-    assert all(choice.finish_reason for choice in final.choices)
 
 
 async def test_text_deltas_give_choice_zero_as_it_arrives(client: streamkit.AsyncClient) -> None:
@@ -79,29 +41,6 @@ async def test_usage_and_metrics(client: streamkit.AsyncClient) -> None:
     assert sum(metrics.itl) == pytest.approx(metrics.e2e - metrics.ttft)
     assert metrics.request_sent <= metrics.headers_received <= metrics.arrivals[0]
     assert metrics.arrivals == sorted(metrics.arrivals)
-
-
-LEGACY_CASES: list[dict[str, Any]] = [
-    {},
-    {"prompt": ["one", "two"], "n": 2},
-    {"echo": True, "seed": 4},
-    {"suffix": "END", "max_tokens": 3},
-    {"logprobs": 2},
-    {"stop": ["a"], "temperature": 0},
-]
-
-
-@pytest.mark.parametrize("params", LEGACY_CASES, ids=lambda p: ",".join(p) or "plain")
-async def test_legacy_stream_aggregates_to_the_whole_answer(
-    client: streamkit.AsyncClient, params: dict[str, Any]
-) -> None:
-    params = {"prompt": "Say hi", **params}
-    whole = await client.completions.create(model="scripted", **params)
-    stream = await client.completions.create(model="scripted", stream=True, **params)
-    chunks = [chunk async for chunk in stream]
-    assert all(isinstance(chunk, streamkit.CompletionChunk) for chunk in chunks)
-    final = await stream.get_final_completion()
-    assert same_answer(final, whole, usage=False)
 
 
 async def test_legacy_best_of_is_not_streamed(client: streamkit.AsyncClient) -> None:

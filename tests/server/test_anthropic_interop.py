@@ -16,8 +16,8 @@ import anyio
 import pytest
 
 import streamkit
-from streamkit.protocols.scripted import tokens_for
 from streamkit.server import ServerThread
+from streamkit.server.scripted import tokens_for
 from tests.server.raw import post
 from tests.test_messages import STREAMS
 

@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 
 from streamkit import SSEDecoder
-from streamkit.protocols.scripted import tokens_for
 from streamkit.server import ServerThread
+from streamkit.server.scripted import tokens_for
 
 
 @pytest.mark.anyio

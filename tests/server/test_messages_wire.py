@@ -10,8 +10,11 @@ from typing import Any
 
 import pytest
 
-from streamkit.protocols.scripted import ARGUMENT_PIECE, tokens_for
+from streamkit import ChunkDecodeError
+from streamkit.protocols.messages import MESSAGES
 from streamkit.server import ServerConfig, ServerThread
+from streamkit.server.apis.messages import MESSAGES as SERVER
+from streamkit.server.scripted import ARGUMENT_PIECE, RequestError, tokens_for
 from tests.server.raw import RawResponse, post
 
 BODY: dict[str, Any] = {
@@ -409,3 +412,36 @@ def test_a_body_that_is_not_json_is_a_400(streamkit_server: ServerThread) -> Non
     assert status_line.split()[1] == b"400"
     body = json.loads(rest.partition(b"\r\n\r\n")[2])
     assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+
+
+# Error shapes
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, "invalid_request_error"),
+        (401, "authentication_error"),
+        (403, "permission_error"),
+        (404, "not_found_error"),
+        (413, "request_too_large"),
+        (422, "invalid_request_error"),
+        (429, "rate_limit_error"),
+        (500, "api_error"),
+        (503, "api_error"),
+        (529, "overloaded_error"),
+    ],
+)
+def test_error_bodies_have_anthropics_shape(status: int, kind: str) -> None:
+    body = SERVER.error_body(RequestError(status, "Something"))
+    assert body == {"type": "error", "error": {"type": kind, "message": "Something"}}
+    fault = SERVER.error_body(SERVER.fault_error(status))
+    assert fault["error"]["type"] == kind and fault["error"]["message"]
+
+
+def test_fault_errors_say_what_anthropic_says() -> None:
+    assert SERVER.fault_error(529).message == "Overloaded"
+    assert SERVER.fault_error(429).status == 429
+    assert SERVER.error_forms == ("event",)
+    with pytest.raises(ChunkDecodeError):
+        MESSAGES.decode(SERVER.malformed)

@@ -9,8 +9,8 @@ from typing import Any
 import openai
 import pytest
 
-from streamkit.protocols.scripted import tokens_for
 from streamkit.server import ServerThread
+from streamkit.server.scripted import tokens_for
 
 MESSAGES: Any = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tell me a story."}]
 TOOLS: Any = [

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from streamkit import SSEDecoder
-from streamkit.protocols.scripted import tokens_for
 from streamkit.server import ServerConfig, ServerThread
 from streamkit.server.app import SERVER_ERROR
+from streamkit.server.scripted import tokens_for
 from tests.server.raw import RawResponse, post
 
 CHAT = {"model": "scripted", "messages": [{"role": "user", "content": "Hello there"}], "stream": True}

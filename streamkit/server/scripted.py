@@ -2,13 +2,14 @@
 
 The model answers what any API asks in one neutral form: a `Script` (how many choices, which seed, the stop
 strings, the token limit, the tools to call) gives one `Answer` per choice, a list of word-piece tokens or of
-tool calls. Each API module turns a request into a `Script` (`Api.parse_request`) and the answers into the
-frames of its own stream (`Api.render`), so the same model speaks every dialect.
+tool calls. Each module of `streamkit.server.apis` turns a request into a `Script` (`ServerApi.parse_request`)
+and the answers into a `Plan` (`ServerApi.render`): the frames of its own stream, and the whole answer that a
+request with `stream: false` gets, both built from the same answers. So the same model speaks every dialect.
 
 An answer's tokens are drawn from a seeded generator: the same request with the same `seed` always gets the
 same text, so tests can state exactly what they expect. Planning the whole answer up front makes `stop` exact
-(a stop string is never emitted, even when it spans tokens), and makes the non-streamed answer the aggregate
-of the very events a stream would carry.
+(a stop string is never emitted, even when it spans tokens). Nothing here decodes a frame or merges one: the
+whole answer is written from the plan, so that it is an oracle for the client's accumulators, not a copy.
 """
 
 from __future__ import annotations
@@ -342,10 +343,12 @@ class Frame:
 
 @dataclass
 class Plan:
-    """Every event of one answer, in order: `frames`, then `end`, the events that end the stream (a
-    `no_done` fault leaves them out). `id` names the answer in the server's trace."""
+    """One answer in both of its forms. `frames`, then `end`, are every event of its stream in order (`end`
+    holds the events that end the stream, which a `no_done` fault leaves out); `whole` is the JSON body of
+    the same answer to a request with `stream: false`. `id` names the answer in the server's trace."""
 
     id: str
     frames: list[Frame]
     end: list[Frame]
     output_tokens: int
+    whole: dict[str, Any]
