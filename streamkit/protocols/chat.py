@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 import msgspec
 
 from streamkit.errors import StreamAPIError
-from streamkit.protocols.base import COUNTED, TOKEN, Api, Model, stream_error
+from streamkit.protocols.base import COUNTED, TOKEN, Api, Model, detached, stream_error
 
 __all__ = [
     "CHAT",
@@ -415,7 +415,7 @@ class ChatCompletionAccumulator:
     def snapshot(self) -> ChatCompletion:
         """The completion accumulated so far (a new object each time)."""
         header = self._header
-        return ChatCompletion(
+        completion = ChatCompletion(
             id=header.id,
             created=header.created,
             model=header.model,
@@ -424,6 +424,7 @@ class ChatCompletionAccumulator:
             service_tier=self._service_tier,
             usage=header.usage,
         )
+        return detached(completion)  # the usage and logprobs are the chunks' own
 
     def final(self) -> ChatCompletion:
         """The completion once every chunk has been added (the same as `snapshot`, by name of intent)."""

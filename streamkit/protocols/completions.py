@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from streamkit.protocols.base import COUNTED, TOKEN, Model
+from streamkit.protocols.base import COUNTED, TOKEN, Model, detached
 from streamkit.protocols.chat import Header, OpenAIChunkApi, Usage, copied, drop_none, extended
 
 __all__ = [
@@ -151,7 +151,7 @@ class CompletionAccumulator:
     def snapshot(self) -> Completion:
         """The completion accumulated so far (a new object each time)."""
         header = self._header
-        return Completion(
+        completion = Completion(
             id=header.id,
             created=header.created,
             model=header.model,
@@ -159,6 +159,7 @@ class CompletionAccumulator:
             system_fingerprint=header.system_fingerprint,
             usage=header.usage,
         )
+        return detached(completion)  # the usage and logprobs are the chunks' own
 
     def final(self) -> Completion:
         """The completion once every chunk has been added (the same as `snapshot`, by name of intent)."""

@@ -47,6 +47,7 @@ from streamkit.protocols.base import (
     TypedEventApi,
     UnknownEvent,
     UnknownObject,
+    detached,
 )
 
 __all__ = [
@@ -403,13 +404,14 @@ class MessageAccumulator:
     def snapshot(self) -> Message:
         """The message accumulated so far (a new object each time)."""
         message = self._message
-        return replace(
+        built = replace(
             message,
-            content=[self._blocks[i].build() for i in sorted(self._blocks)] or list(message.content),
+            content=[self._blocks[i].build() for i in sorted(self._blocks)] or message.content,
             stop_reason=self._stop_reason or message.stop_reason,
             stop_sequence=self._stop_sequence or message.stop_sequence,
             usage=msgspec.convert(self._usage, MessageUsage) if self._usage else None,
         )
+        return detached(built)  # blocks, tool inputs and citations are the events' own
 
     def final(self) -> Message:
         """The message once every event has been added (the same as `snapshot`, by name of intent)."""

@@ -45,6 +45,7 @@ from streamkit.protocols.base import (
     TypedEventApi,
     UnknownEvent,
     UnknownObject,
+    detached,
 )
 from streamkit.protocols.chat import drop_none
 
@@ -963,7 +964,7 @@ class ResponseAccumulator:
         error = base.error
         if error is None and self._error is not None:
             error = self._error
-        return replace(base, output=output, error=error)
+        return detached(replace(base, output=output, error=error))  # items and usage are the events' own
 
     def final(self) -> Response:
         """The response once every event has been added (the same as `snapshot`, by name of intent)."""
