@@ -2,7 +2,15 @@
 the Responses API and Anthropic Messages."""
 
 from streamkit._version import __version__
-from streamkit.client import AsyncClient, ChatParams, CompletionParams, MessageParams, ResponseParams, Timeout
+from streamkit.client import (
+    AsyncClient,
+    ChatParams,
+    CompletionParams,
+    MessageParams,
+    ModelInfo,
+    ResponseParams,
+    Timeout,
+)
 from streamkit.conversation import Conversation
 from streamkit.errors import (
     APIError,
@@ -123,6 +131,7 @@ __all__ = [
     "MessageStream",
     "MessageStreamEvent",
     "MessageUsage",
+    "ModelInfo",
     "NotFoundError",
     "PermissionDeniedError",
     "PromptTokensDetails",

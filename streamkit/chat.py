@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from streamkit.bench.cli import first_model
+from streamkit.bench.cli import listed_model
 from streamkit.client import AsyncClient
 from streamkit.conversation import Conversation
 from streamkit.errors import APIError, APIStatusError, StreamkitError
@@ -85,18 +85,21 @@ class _Endpoint:
 @contextlib.contextmanager
 def _endpoint(args: argparse.Namespace) -> Iterator[_Endpoint]:
     """The configured endpoint, or the embedded default, running for as long as the block."""
-    provider = APIS[args.api].provider.upper()  # OPENAI, ANTHROPIC
-    base_url = args.base_url or os.environ.get(f"{provider}_BASE_URL")
-    if base_url or args.api_key or os.environ.get(f"{provider}_API_KEY"):
+    provider = APIS[args.api].provider
+    variable = provider.upper()  # OPENAI_..., ANTHROPIC_...
+    base_url = args.base_url or os.environ.get(f"{variable}_BASE_URL")
+    if base_url or args.api_key or os.environ.get(f"{variable}_API_KEY"):
         model = args.model
         if model is None:
             # An endpoint of one's own (vLLM, llama.cpp, ...) serves what it lists; the provider's own API
             # gets its small model.
-            key = args.api_key or os.environ.get(f"{provider}_API_KEY")
+            key = args.api_key or os.environ.get(f"{variable}_API_KEY")
             if base_url and not any(host in base_url for host in ("api.openai.com", "api.anthropic.com")):
-                model = first_model(base_url, key, provider.lower())
+                if provider == "anthropic" and not args.base_url:
+                    base_url = base_url.rstrip("/") + "/v1"  # as the client takes ANTHROPIC_BASE_URL
+                model = listed_model(base_url, key, provider, args.transport)
             else:
-                model = DEFAULT_REMOTE_MODELS[provider.lower()]
+                model = DEFAULT_REMOTE_MODELS[provider]
         yield _Endpoint(args.base_url, args.api_key, model)
         return
     try:

@@ -12,22 +12,38 @@ request with the API's path and provider (`streamkit.protocols`) and returns the
 Retries happen only before a 2xx response head has arrived: after a connection error, or a 408, 409, 429 or
 5xx answer. The wait is full-jitter exponential backoff (0.5 s doubling up to 8 s), or what the server asks in
 `retry-after-ms` or `Retry-After`, up to 60 s; a server that asks for longer gets its error raised at once.
+A value HTTP does not allow (a sign, an exponent, `nan`; see `_retry_after`) is ignored, and an ignored
+`retry-after-ms` gives way to `Retry-After`.
 A request that failed on a stale pooled connection (`TransportError.stale`) is sent again at once on a fresh
 one, and that is no retry: the metrics count it in `attempts` and in `call_ttft`.
+
+Redirects are followed here, not by the transport (which never follows one), so that no credential crosses
+origins: a 301, 302, 303, 307 or 308 with a `Location` (resolved against the request's URL) is followed, up to
+20 times, as httpx does (a 303, and a 301 or 302 answering a POST, becomes a GET without a body; a 307 or 308
+keeps the method and body). From the first hop to another origin (scheme, host or port) on, the request goes
+without `Authorization`, `x-api-key`, `api-key`, `Proxy-Authorization` and `Cookie`, wherever they came from.
+A redirect loop, or a `Location` that is not an http(s) URL, raises `ProtocolError`, and is never retried. A
+redirect is no retry: a retry sends the request again from its first URL.
+
+`client.models.list()` lists the models an endpoint serves (`/models` of either provider), by the same rules.
+
+The key never shows in an error: where a server echoes it, it becomes `***`. Only a key of at least 8
+characters that stands as a whole token is replaced (`_redactor`), so that other text is never mangled.
 """
 
 from __future__ import annotations
 
-import email.utils
+import calendar
 import math
 import os
 import random
+import re
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from time import perf_counter
 from typing import Any, Literal, TypedDict, TypeVar, Unpack, cast, overload
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import anyio
 import msgspec
@@ -38,6 +54,7 @@ from streamkit.errors import (
     APIStatusError,
     ConnectError,
     ConnectTimeout,
+    ProtocolError,
     ReadError,
     StreamkitError,
     TotalTimeout,
@@ -45,7 +62,7 @@ from streamkit.errors import (
     api_error_fields,
     status_error_class,
 )
-from streamkit.protocols.base import Api
+from streamkit.protocols.base import Api, Model
 from streamkit.protocols.chat import CHAT, ChatCompletion
 from streamkit.protocols.completions import COMPLETIONS, Completion
 from streamkit.protocols.messages import MESSAGES, Message
@@ -67,6 +84,8 @@ __all__ = [
     "ChatParams",
     "CompletionParams",
     "MessageParams",
+    "ModelInfo",
+    "Models",
     "ResponseParams",
     "Timeout",
 ]
@@ -85,6 +104,17 @@ RAW_PREVIEW = 1024
 # `TransportError.stale`). Each such failure drops one pooled connection, so a run of them ends; this bound
 # only keeps a broken transport from looping.
 STALE_RESENDS = 64
+# Redirects followed for one request before it fails as a loop: httpx's bound (aiohttp's is 10).
+MAX_REDIRECTS = 20
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# The headers that authenticate, in lower case: none is sent to an origin other than the request's own.
+CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization", "cookie"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# A key shorter than this is not redacted: no real secret is so short, while a string so short (`x`, `test`)
+# turns up inside ordinary words and names, which replacing it would mangle.
+MIN_REDACTED_KEY = 8
+# Anthropic lists its models a page at a time; a server that never says it has no more gets cut off here.
+MAX_MODEL_PAGES = 100
 
 
 @dataclass(frozen=True)
@@ -106,13 +136,16 @@ class Timeout:
     total: float | None = None
 
 
-class _RequestOptions(TypedDict, total=False):
-    extra_body: Mapping[str, object]
-    """Fields added to the JSON body, over the named parameters."""
+class _GetOptions(TypedDict, total=False):
     extra_headers: Mapping[str, str]
     extra_query: Mapping[str, str]
     timeout: Timeout
     """Time limits for this request, in place of the client's."""
+
+
+class _RequestOptions(_GetOptions, total=False):
+    extra_body: Mapping[str, object]
+    """Fields added to the JSON body, over the named parameters."""
 
 
 class _SamplingParams(_RequestOptions, total=False):
@@ -275,7 +308,7 @@ class AsyncClient:
             "openai": _openai_provider(api_key, base_url),
             "anthropic": _anthropic_provider(api_key, base_url),
         }
-        self._keys = [p.key for p in self._providers.values() if p.key]
+        self._redactor = _redactor(p.key for p in self._providers.values() if p.key)
         self.base_url = self._providers["openai"].base_url
         self.timeout = timeout
         self.max_retries = max_retries
@@ -287,6 +320,7 @@ class AsyncClient:
         self.completions = Completions(self)
         self.responses = Responses(self)
         self.messages = Messages(self)
+        self.models = Models(self)
 
     def __repr__(self) -> str:
         return f"AsyncClient(base_url={self.base_url!r}, transport={self._transport_name!r})"
@@ -302,33 +336,34 @@ class AsyncClient:
         await self.aclose()
 
     def _redact(self, text: str) -> str:
-        for key in self._keys:
-            if key in text:
-                text = text.replace(key, "***")
-        return text
+        """The text with each of the client's keys that stands in it as a whole token replaced by `***`."""
+        redactor = self._redactor
+        return text if redactor is None else redactor.sub("***", text)
 
     def _build(
-        self, api: Api[Any, Any], body: dict[str, object], options: _RequestOptions, stream: bool
+        self,
+        provider_name: str,
+        path: str,
+        body: dict[str, object] | None,
+        options: _GetOptions,
+        stream: bool = False,
     ) -> tuple[Request, Timeout]:
-        provider = self._providers[api.provider]
+        """A POST of `body` as JSON to the provider's `path` (see `_json_body`), or a GET where `body` is
+        None."""
+        provider = self._providers[provider_name]
         timeout = options.get("timeout", self.timeout)
-        body = {k: v for k, v in body.items() if v is not None}
-        body.update(options.get("extra_body", {}))
-        url = f"{provider.base_url}{provider.prefix}{api.path}"
-        if "extra_query" in options:
+        url = f"{provider.base_url}{provider.prefix}{path}"
+        if options.get("extra_query"):
             url = f"{url}?{urlencode(options['extra_query'])}"
         headers = {**self._headers, **provider.headers}
+        if body is None:
+            del headers["Content-Type"]  # a GET has no content
         if stream:
             headers["Accept"] = "text/event-stream"
         headers.update(options.get("extra_headers", {}))
+        method, content = ("GET", b"") if body is None else ("POST", msgspec.json.encode(body))
         request = Request(
-            "POST",
-            url,
-            headers,
-            msgspec.json.encode(body),
-            stream=stream,
-            connect=timeout.connect,
-            idle=timeout.idle,
+            method, url, headers, content, stream=stream, connect=timeout.connect, idle=timeout.idle
         )
         return request, timeout
 
@@ -354,7 +389,7 @@ class AsyncClient:
         while True:
             sent, sent_loop = perf_counter(), anyio.current_time()
             try:
-                response = await self._transport.send(request)
+                response = await self._send(request)
             except (ConnectError, ConnectTimeout, ReadError) as exc:
                 if exc.stale and resent < STALE_RESENDS:
                     resent += 1
@@ -377,6 +412,54 @@ class AsyncClient:
                 wait = _backoff(attempt) if asked is None else asked
             attempt += 1
             await anyio.sleep(wait)
+
+    async def _send(self, request: Request) -> HTTPResponse:
+        """Send the request through the transport, following its redirects: the answer of the last hop.
+        Raises what the transport raises, and `ProtocolError` for too many redirects or a `Location` that is
+        not an http(s) URL."""
+        redirects = 0
+        while True:
+            response = await self._transport.send(request)
+            location = response.headers.get("location")
+            if response.status not in REDIRECT_STATUSES or location is None:
+                return response
+            try:
+                await response.release()  # a redirect's body is of no use; its connection may be
+            except BaseException:
+                await response.aclose()
+                raise
+            if redirects == MAX_REDIRECTS:
+                raise ProtocolError("the server redirected too many times")
+            redirects += 1
+            request = self._redirected(request, response.status, location)
+
+    def _redirected(self, request: Request, status: int, location: str) -> Request:
+        """The request that a redirect to `location` asks for, without credentials if it goes to another
+        origin. Raises `ProtocolError` where `location` is not an http(s) URL."""
+        shown = self._redact(location[:RAW_PREVIEW])
+        try:
+            url = urljoin(request.url, location.strip())
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 (raises ValueError for a port that is not a number in range)
+        except ValueError as exc:
+            raise ProtocolError(f"the server redirected to an invalid URL ({exc}): {shown!r}") from None
+        if parts.scheme not in DEFAULT_PORTS:
+            raise ProtocolError(f"the server redirected to {shown!r}, which is not an http(s) URL")
+        if not parts.hostname:
+            raise ProtocolError(f"the server redirected to an invalid URL (no host): {shown!r}")
+        if not url.isprintable() or any(c.isspace() for c in url):
+            raise ProtocolError(
+                f"the server redirected to an invalid URL (a space or control character): {shown!r}"
+            )
+        headers = dict(request.headers)
+        if _origin(url) != _origin(request.url):
+            headers = {k: v for k, v in headers.items() if k.lower() not in CREDENTIAL_HEADERS}
+        method, content = request.method, request.content
+        if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+            # As browsers and httpx do: the answer to the POST is elsewhere, to be fetched with a GET.
+            method, content = "GET", b""
+            headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+        return replace(request, method=method, url=url, headers=headers, content=content)
 
     async def _status_error(self, response: HTTPResponse) -> APIStatusError:
         raw = await _read_some(response, ERROR_BODY_LIMIT)
@@ -412,18 +495,25 @@ class AsyncClient:
         self, api: Api[Any, _FinalT], body: dict[str, object], options: _RequestOptions
     ) -> _FinalT:
         """Send a request with `stream=False` and return the API's final object."""
-        request, timeout = self._build(api, body, options, stream=False)
+        request, timeout = self._build(api.provider, api.path, _json_body(body, options), options)
+        return api.final_from_json(await self._body(request, timeout))
+
+    async def _body(self, request: Request, timeout: Timeout) -> bytes:
+        """Send a request (with retries) and read its whole 2xx answer, within `timeout.total`."""
         total_deadline = None if timeout.total is None else anyio.current_time() + timeout.total
         response, _, _ = await self._open(request, total_deadline)
         with anyio.move_on_at(total_deadline if total_deadline is not None else math.inf):
-            return api.final_from_json(await _read_some(response, None))
+            return await _read_some(response, None)
         raise TotalTimeout("the request took longer than the total timeout")
 
     async def _stream(
         self, stream_type: type[_StreamT], body: dict[str, object], options: _RequestOptions
     ) -> _StreamT:
         """Send a request with `stream=True` and return the API's stream once the response head is in."""
-        request, timeout = self._build(stream_type.api, body, options, stream=True)
+        api = stream_type.api
+        request, timeout = self._build(
+            api.provider, api.path, _json_body(body, options), options, stream=True
+        )
         total_deadline = None if timeout.total is None else anyio.current_time() + timeout.total
         response, metrics, sent_loop = await self._open(request, total_deadline)
         content_type = response.headers.get("content-type")
@@ -464,38 +554,113 @@ async def _read_some(response: HTTPResponse, limit: int | None) -> bytes:
     return body if limit is None else body[:limit]
 
 
+def _json_body(body: Mapping[str, object], options: _RequestOptions) -> dict[str, object]:
+    """A request's JSON body: the parameters that are not None, then `extra_body` over them."""
+    return {**{k: v for k, v in body.items() if v is not None}, **options.get("extra_body", {})}
+
+
 def _backoff(attempt: int) -> float:
     return random.uniform(0, min(BACKOFF_CAP, BACKOFF_START * 2**attempt))
 
 
-def _seconds(value: str, scale: float = 1.0) -> float | None:
-    """A number of seconds (or of `scale` seconds) from a header; None for anything but a finite number."""
+def _redactor(keys: Iterable[str]) -> re.Pattern[str] | None:
+    """What finds the keys in a text, each only where it stands as a whole token (not inside a longer run of
+    letters, digits, `-`, `_` and `.`, where it is some other word), and only keys long enough to be secrets
+    (`MIN_REDACTED_KEY`); None when there is none. A `.` only counts where a key character follows it, so a
+    key that ends a sentence is still found."""
+    secrets = [key for key in dict.fromkeys(keys) if len(key) >= MIN_REDACTED_KEY]
+    if not secrets:
+        return None
+    word = "[A-Za-z0-9_-]"
+    alternatives = "|".join(re.escape(key) for key in secrets)
+    return re.compile(rf"(?<!{word})(?<!{word}\.)(?:{alternatives})(?!{word})(?!\.+{word})")
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None] | None:
+    """Scheme, host and port (the scheme's default where none is given); None for a URL with a bad port."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
     try:
-        seconds = float(value) * scale
+        port = parts.port
     except ValueError:
         return None
-    return max(seconds, 0.0) if math.isfinite(seconds) else None
+    return scheme, parts.hostname, DEFAULT_PORTS.get(scheme) if port is None else port
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """The wait a server asks for, in seconds: `retry-after-ms`, else `Retry-After` (seconds or a date).
-    None when it asks nothing that makes sense (`nan`, `inf`, garbage); a negative wait is no wait."""
+# `Retry-After: 120` is delay-seconds, `1*DIGIT` (RFC 9110 §10.2.3); a fraction (`0.5`), which servers send
+# and other clients read, is taken too. `retry-after-ms` (OpenAI's) is a plain decimal of milliseconds. Both
+# take ASCII digits only: no sign, exponent, `_` separator, `nan` or `inf`, all of which float() would read.
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_YEAR = 365.2425 * 86400  # seconds in a Gregorian year, on average
+# The three forms of an HTTP-date (RFC 9110 §5.6.7), each with its own names of days and months.
+_DAY = "(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTH = f"(?P<month>{'|'.join(_MONTHS)})"
+_TIME = r"(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})"
+_HTTP_DATES = (
+    # IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
+    re.compile(rf"{_DAY}, (?P<day>[0-9]{{2}}) {_MONTH} (?P<year>[0-9]{{4}}) {_TIME} GMT"),
+    # rfc850-date (obsolete): Sunday, 06-Nov-94 08:49:37 GMT
+    re.compile(
+        r"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), "
+        rf"(?P<day>[0-9]{{2}})-{_MONTH}-(?P<year2>[0-9]{{2}}) {_TIME} GMT"
+    ),
+    # asctime-date (obsolete): Sun Nov  6 08:49:37 1994
+    re.compile(rf"{_DAY} {_MONTH} (?P<day>[0-9]{{2}}| [0-9]) {_TIME} (?P<year>[0-9]{{4}})"),
+)
+
+
+def _http_date(value: str, now: float) -> float | None:
+    """The POSIX time of an HTTP-date in any of its three forms; None for anything else, or for a date that
+    does not exist. A two-digit year is read as the year with those digits nearest to `now` that is not more
+    than 50 years after it (RFC 9110 §5.6.7)."""
+    for form in _HTTP_DATES:
+        match = form.fullmatch(value)
+        if match is not None:
+            break
+    else:
+        return None
+    fields = match.groupdict()
+    month = _MONTHS.index(fields["month"]) + 1
+    day, hour, minute, second = (int(fields[name]) for name in ("day", "hour", "minute", "second"))
+    if fields.get("year2") is None:
+        return _timestamp(int(fields["year"]), month, day, hour, minute, second)
+    this_year = time.gmtime(now).tm_year
+    year = this_year - this_year % 100 + int(fields["year2"]) + 100
+    while calendar.timegm((year, month, day, hour, minute, second)) > now + 50 * _YEAR:
+        year -= 100
+    return _timestamp(year, month, day, hour, minute, second)
+
+
+def _timestamp(year: int, month: int, day: int, hour: int, minute: int, second: int) -> float | None:
+    """The POSIX time of a UTC date and time; None where there is no such date."""
+    valid = (
+        year >= 1
+        and 1 <= day <= calendar.monthrange(year, month)[1]
+        and hour < 24
+        and minute < 60
+        and second <= 60  # a leap second
+    )
+    return float(calendar.timegm((year, month, day, hour, minute, second))) if valid else None
+
+
+def _retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """The wait a server asks for, in seconds (`math.inf` for a number too large for a float): a valid
+    `retry-after-ms`, else a valid `Retry-After` (seconds or an HTTP-date; a date in the past is no wait).
+    None when neither is valid: a sign, an exponent, `nan`, `inf` or garbage makes a value invalid (see
+    `_DECIMAL`), and an invalid `retry-after-ms` gives way to `Retry-After`."""
     value = headers.get("retry-after-ms")
-    if value is not None:
-        seconds = _seconds(value, 1 / 1000)
-        if seconds is not None:
-            return seconds
+    if value is not None and _DECIMAL.fullmatch(value := value.strip(" \t")):
+        return float(value) / 1000
     value = headers.get("retry-after")
     if value is None:
         return None
-    seconds = _seconds(value)
-    if seconds is not None:
-        return seconds
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
+    value = value.strip(" \t")
+    if _DECIMAL.fullmatch(value):
+        return float(value)
+    now = time.time() if now is None else now
+    when = _http_date(value, now)
+    return None if when is None else max(when - now, 0.0)
 
 
 def _make_transport(transport: str | Transport) -> Transport:
@@ -725,3 +890,59 @@ class Messages:
         if stream:
             return await self._client._stream(MessageStream, body, options)
         return await self._client._whole(MESSAGES, body, options)
+
+
+class ModelInfo(Model):
+    """A model that an endpoint lists: OpenAI's shape (`id`, `object`, `created`, `owned_by`) or
+    Anthropic's (`type`, `id`, `display_name`, `created_at`); a field the endpoint leaves out is None."""
+
+    id: str
+    object: str | None = None
+    created: int | None = None
+    """When the model was made, in seconds since the epoch (OpenAI)."""
+    owned_by: str | None = None
+    type: str | None = None
+    display_name: str | None = None
+    created_at: str | None = None
+    """When the model was released, as an RFC 3339 time (Anthropic)."""
+
+
+class _ModelPage(Model):
+    """One answer of `/models`: OpenAI's whole list, or one page of Anthropic's."""
+
+    data: list[ModelInfo]
+    has_more: bool | None = None
+    last_id: str | None = None
+
+
+_ModelList = list[ModelInfo]  # `list` is a method's name in `Models`
+
+
+class Models:
+    """`client.models`: the models an endpoint serves."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def list(
+        self, *, provider: Literal["openai", "anthropic"] = "openai", **options: Unpack[_GetOptions]
+    ) -> _ModelList:
+        """The models the provider's endpoint lists: `GET {base_url}/models` of the OpenAI-dialect APIs by
+        default; with `provider="anthropic"`, that of `client.messages` (Anthropic's `/v1/models`, with
+        its key header and `anthropic-version`), whose pages are all fetched (`after_id`).
+
+        Keys, redirects, retries, timeouts (per request) and errors are those of `create`: the
+        `APIStatusError` subclass of a non-2xx answer, `ChunkDecodeError` for an answer that is not a list
+        of models, and the transport and timeout errors of `streamkit.errors`.
+        """
+        client = self._client
+        models: _ModelList = []
+        query = dict(options.get("extra_query", {}))
+        for _ in range(MAX_MODEL_PAGES):
+            request, timeout = client._build(provider, "/models", None, {**options, "extra_query": query})
+            page = _ModelPage.from_json(await client._body(request, timeout))
+            models += page.data
+            if not (page.has_more and page.last_id and page.data):
+                break
+            query["after_id"] = page.last_id
+        return models

@@ -3,13 +3,11 @@ merging, and accuracy against the built-in server's known timing."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import itertools
 import json
 import math
-import os
 import pickle
 import signal
 import statistics
@@ -110,10 +108,11 @@ def client_for(body: bytes, pieces: int = 1) -> streamkit.AsyncClient:
     return streamkit.AsyncClient(base_url="http://test/v1", api_key="k", transport=MockTransport(handler))
 
 
-async def record_of(body: bytes, pieces: int = 1, **params: Any) -> RequestRecord:
-    config = LoadConfig(base_url="http://test/v1", model="m")
+async def record_of(body: bytes, pieces: int = 1, api: str = "chat", **params: Any) -> RequestRecord:
+    config = LoadConfig(base_url="http://test/v1", model="m", api=api)
+    prompt = {"input": "Hi"} if api == "responses" else {"messages": HI}
     async with client_for(body, pieces) as client:
-        return await send_one(client, config, BenchRequest({"messages": HI, **params}, 1), 0.0, 0.0)
+        return await send_one(client, config, BenchRequest({**prompt, **params}, 1), 0.0, 0.0)
 
 
 def chunk(delta: dict[str, Any], **extra: Any) -> bytes:
@@ -201,6 +200,110 @@ async def test_recorded_streams(path: Path) -> None:
     assert len(record.token_times) == carrying and record.error is None
 
 
+# Which tokens count
+
+
+def test_tpot_spans_the_streamed_tokens_and_throughput_every_token() -> None:
+    # Usage says 10 output tokens, 7 of them reasoning that was never streamed: the 3 token events, 100 ms
+    # apart, carried the other 3. TPOT is 200 ms over the 2 tokens after the first; the server still made 10.
+    hidden = RequestRecord(0, 0, token_times=[0.5, 0.6, 0.7], output_tokens=10, hidden_tokens=7)
+    assert hidden.streamed_tokens == 3 and hidden.tpot == pytest.approx(0.1)
+    summary = summarize([hidden], duration=2.0)
+    assert summary.tpot["median"] == pytest.approx(0.1)
+    assert summary.total_output_tokens == 10 and summary.output_throughput == 5.0
+    out = result_json(RunResult([hidden], 2.0, 1000.0, [0.001]))
+    assert out["median_tpot_ms"] == pytest.approx(100.0) and out["output_lens"] == [10]
+    assert out["streamkit"]["hidden_reasoning_tokens"] == 7
+    # Where logprobs said what each token event carried, those are the streamed tokens, whatever usage says.
+    counted = RequestRecord(0, 0, token_times=[0.5, 0.6, 0.8], token_counts=[2, 1, 2], output_tokens=9)
+    assert counted.streamed_tokens == 5 and counted.tpot == pytest.approx(0.3 / 4)
+
+
+def reasoning_usage(completion: int, reasoning: int) -> bytes:
+    usage = {
+        "prompt_tokens": 3,
+        "completion_tokens": completion,
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+    return b"data: " + json.dumps({"id": "c", "choices": [], "usage": usage}).encode() + b"\n\n"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_hidden_chat_reasoning_is_not_in_tpot() -> None:
+    """An OpenAI reasoning model on chat: usage counts 6 reasoning tokens among its 9, and the stream carries
+    none of them, only 3 content tokens."""
+    words = chunk({"content": "Hel"}) + chunk({"content": "lo"}) + chunk({"content": "!"})
+    body = words + chunk({}, finish_reason="stop") + reasoning_usage(9, 6) + b"data: [DONE]\n\n"
+    record = await record_of(body, pieces=0)
+    assert (record.tokens, record.hidden_tokens, record.streamed_tokens) == (9, 6, 3)
+    assert record.token_counts == [1, 1, 1]  # 3 streamed tokens over 3 token events: one each
+    times = record.token_times
+    assert record.tpot == pytest.approx((times[2] - times[0]) / 2)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_streamed_chat_reasoning_stays_in_tpot() -> None:
+    """A server that streams the reasoning (`reasoning_content`, as vLLM and DeepSeek do) and counts it in
+    `reasoning_tokens`: every token of usage was streamed."""
+    thoughts = chunk({"reasoning_content": "hm"}) + chunk({"reasoning_content": "m"})
+    body = thoughts + chunk({"content": "Hi"}) + chunk({}, finish_reason="stop") + reasoning_usage(3, 2)
+    record = await record_of(body + b"data: [DONE]\n\n", pieces=0)
+    assert (record.tokens, record.hidden_tokens, record.streamed_tokens) == (3, 0, 3)
+
+
+def responses_body(usage: dict[str, Any], reasoning: list[dict[str, Any]]) -> bytes:
+    """A Responses stream: 3 text deltas, then `response.completed` with `usage` and the reasoning items."""
+
+    def event(data: dict[str, Any]) -> bytes:
+        return f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode()
+
+    message = {"type": "message", "id": "m", "role": "assistant", "content": []}
+    body = event({"type": "response.created", "response": {"id": "r", "status": "in_progress"}})
+    body += event({"type": "response.output_item.added", "output_index": 0, "item": message})
+    for text in ("Hel", "lo", "!"):
+        body += event(
+            {"type": "response.output_text.delta", "item_id": "m", "output_index": 0, "delta": text}
+        )
+    whole = {**message, "content": [{"type": "output_text", "text": "Hello!", "annotations": []}]}
+    done = {"id": "r", "status": "completed", "output": [*reasoning, whole]}
+    return body + event({"type": "response.completed", "response": {**done, "usage": usage}})
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_hidden_responses_reasoning_is_not_in_tpot() -> None:
+    usage = {"input_tokens": 4, "output_tokens": 9, "output_tokens_details": {"reasoning_tokens": 6}}
+    summary = {"type": "reasoning", "id": "rs", "summary": [], "encrypted_content": "xyz"}
+    record = await record_of(responses_body(usage, [summary]), pieces=0, api="responses")
+    assert (record.tokens, record.hidden_tokens, record.streamed_tokens) == (9, 6, 3)
+    # gpt-oss on vLLM: the reasoning text itself is in the output, and was streamed
+    shown = {**summary, "content": [{"type": "reasoning_text", "text": "think"}]}
+    record = await record_of(responses_body(usage, [shown]), pieces=0, api="responses")
+    assert (record.tokens, record.hidden_tokens) == (9, 0)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_input_tokens_count_the_cached_prompt_on_every_api() -> None:
+    """llama.cpp, asked the same prompt on both APIs: Responses counts its 36 prompt tokens in
+    `input_tokens`; Messages says `input_tokens: 1` and `cache_read_input_tokens: 35`, as Anthropic does,
+    leaving the cached part out. The bench counts the whole prompt on both."""
+    llamacpp = FIXTURES.parent / "llamacpp"
+    responses = await record_of((llamacpp / "responses.bin").read_bytes(), pieces=7, api="responses")
+    messages = await record_of((llamacpp / "messages.bin").read_bytes(), pieces=7, api="messages")
+    assert responses.prompt_tokens == messages.prompt_tokens == 36
+    written = b'"usage":{"cache_read_input_tokens":35,"input_tokens":1,"output_tokens":0}'
+    body = (llamacpp / "messages.bin").read_bytes()
+    assert written in body
+    fresh = written.replace(b'"input_tokens":1,', b'"input_tokens":1,"cache_creation_input_tokens":20,')
+    wrote = await record_of(body.replace(written, fresh), pieces=7, api="messages")
+    assert wrote.prompt_tokens == 56  # 1 + 35 read from the cache + 20 written to it
+    summary = summarize([messages, wrote], duration=1.0)
+    assert summary.total_input_tokens == 92
+
+
 # Scheduling
 
 
@@ -225,7 +328,7 @@ def test_requests_are_made_as_they_are_read(tmp_path: Path) -> None:
     assert far.body["max_tokens"] == 16 and far.body["ignore_eos"] is True
     assert len(far.body["messages"][0]["content"].split()) == far.input_len == 8
     assert endless[0] != endless[1] and endless[0] == endless[0]
-    assert endless[3::4][2] == endless[11]  # a worker's share reads the same requests
+    assert endless[3::4][2] == endless[11]  # a view reads the same requests
     assert pickle.loads(pickle.dumps(endless[1::2]))[0] == endless[1]  # and travels to a spawned worker
     file = tmp_path / "requests.jsonl"
     file.write_text('{"prompt": "a", "model": "x"}\n\n{"prompt": "b c", "stream": false}\n')
@@ -419,13 +522,9 @@ def test_each_worker_reports_its_own_lag_and_events_per_read() -> None:
     assert "worker 1: lag p99 / max (ms), events/read:" in table(result)
 
 
-def test_workers_auto_and_the_loop_option() -> None:
-    from streamkit.bench.cli import _workers
+def test_the_loop_option() -> None:
     from streamkit.bench.runner import event_loop, run_in_loop
 
-    assert _workers("auto") == len(os.sched_getaffinity(0)) and _workers("3") == 3
-    with pytest.raises(argparse.ArgumentTypeError):
-        _workers("0")
     assert event_loop("auto") == "uvloop"  # the dev install has the bench extra's uvloop
     assert event_loop("asyncio") == "asyncio"
 

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 
 from streamkit.bench import BenchRequest, LoadConfig, RequestRecord, generated_requests, run_load
-from streamkit.bench.ray import RAY_INSTALL, RayBench, time_bound
+from streamkit.bench.ray import RAY_INSTALL, ActorInfo, RayBench, time_bound
 from streamkit.bench.report import result_json, table
 from streamkit.bench.runner import RunResult, merge_parts
 from streamkit.protocols import CHAT
@@ -233,15 +234,18 @@ def test_cli_on_a_local_ray_runtime(tmp_path: Path) -> None:
     """`--ray` alone: a Ray runtime of the run's own, and the built-in server on this machine's loopback."""
     pytest.importorskip("ray", reason=f"the `ray` extra: {RAY_INSTALL}")
     out = tmp_path / "ray.json"
+    # Three actors asked, and a load that keeps two busy: two are started, and every request is sent.
     run = subprocess.run(
-        [sys.executable, "-m", "streamkit.cli", "bench", "--ray", "--workers", "2", "--num-requests", "20",
-         "--concurrency", "4", "--output", str(out)],
+        [sys.executable, "-m", "streamkit.cli", "bench", "--ray", "--workers", "3", "--num-requests", "7",
+         "--concurrency", "2", "--output", str(out)],
         capture_output=True, text=True, timeout=280, env=ENV,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "Workers (Ray actors):                    2 on 1 node" in run.stdout
+    line = "streamkit bench: starting 2 Ray actors, not 3: the load keeps only 2 busy (concurrency 2)"
+    assert line in run.stderr.splitlines()
     result = json.loads(out.read_text())
-    assert result["completed"] == 20 and result["streamkit"]["workers"] == 2
+    assert result["num_prompts"] == result["completed"] == 7 and result["streamkit"]["workers"] == 2
     assert [a["name"] for a in result["streamkit"]["ray"]["actors"]] == [
         "streamkit-bench-0",
         "streamkit-bench-1",
@@ -271,6 +275,17 @@ def test_an_address_where_nothing_listens_fails_at_once() -> None:
     )  # fmt: skip
     assert run.returncode == 2
     assert "could not join the Ray cluster at 127.0.0.1:1" in run.stderr.splitlines()[-1]
+
+
+def test_a_run_refuses_actors_the_load_would_leave_idle() -> None:
+    pytest.importorskip("ray", reason=f"the `ray` extra: {RAY_INSTALL}")
+    bench = RayBench(actors=[ActorInfo(f"streamkit-bench-{i}", i) for i in range(4)])  # as placed
+    config = LoadConfig(base_url="u", model="m", concurrency=2)
+    message = "4 Ray actors are placed, but the load keeps only 2 busy (concurrency 2): place 2"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        bench.run(config, requests(40))
+    with pytest.raises(ValueError, match=re.escape("keeps only 3 busy (3 requests): place 3")):
+        bench.run(dataclasses.replace(config, concurrency=None, rate=10.0), requests(3))
 
 
 def test_without_ray_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:

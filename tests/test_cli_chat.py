@@ -198,3 +198,35 @@ def test_the_scripted_fallback_answers_to_the_model_asked() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["model"] == "gpt-4o-mini"
+
+
+def test_without_model_it_asks_the_endpoint_for_its_first(slow_server: ServerThread) -> None:
+    command = [sys.executable, "-m", "streamkit.cli", "chat", "--base-url", slow_server.base_url,
+               "--api-key", "sk-right-key", "Hi"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert slow_server.stats.bodies[-1]["model"] == "scripted"
+
+
+def test_without_model_messages_list_at_anthropic_base_url_v1(slow_server: ServerThread) -> None:
+    # ANTHROPIC_BASE_URL has no /v1, which the client adds for /v1/messages and for /v1/models alike.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
+    env |= {
+        "ANTHROPIC_BASE_URL": slow_server.base_url.removesuffix("/v1"),
+        "ANTHROPIC_API_KEY": "sk-right-key",
+    }
+    command = [sys.executable, "-m", "streamkit.cli", "chat", "--api", "messages", "--max-tokens", "4", "Hi"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert slow_server.stats.bodies[-1]["model"] == "scripted"
+
+
+def test_a_model_list_that_cannot_be_had_is_one_line_without_the_key(slow_server: ServerThread) -> None:
+    command = [sys.executable, "-m", "streamkit.cli", "chat", "--base-url", slow_server.base_url,
+               "--api-key", "sk-wrong-key-123", "Hi"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == (
+        f"streamkit chat: error: could not list the models at {slow_server.base_url} (AuthenticationError: "
+        "Incorrect API key provided.); pass --model\n"
+    )

@@ -12,12 +12,21 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from streamkit.bench.metrics import RequestRecord, Slo
 from streamkit.bench.report import load_result, merge_results, plot, result_json, save_requests, table
-from streamkit.bench.runner import LoadConfig, RunResult, calibrate, run_in_loop, run_load, run_workers, split
+from streamkit.bench.runner import (
+    LoadConfig,
+    RunResult,
+    calibrate,
+    run_in_loop,
+    run_load,
+    run_workers,
+    worker_limit,
+)
 from streamkit.bench.workload import Requests, generated_requests, load_requests
 from streamkit.protocols import APIS
 
@@ -51,11 +60,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     target.add_argument("--transport", choices=["aiohttp", "httpx"], default="aiohttp")
     load = p.add_argument_group("load")
     load.add_argument(
-        "--concurrency", type=int, help="closed loop with N slots; with --rate, a cap in flight"
+        "--concurrency", type=_count, help="closed loop with N slots; with --rate, a cap in flight"
     )
     load.add_argument("--rate", type=float, help="open loop: requests per second (inf: all at once)")
     load.add_argument("--burstiness", type=float, default=1.0, help="gamma shape of the gaps (1: Poisson)")
-    load.add_argument("--num-requests", type=int, default=100)
+    load.add_argument("--num-requests", type=_count, default=100)
     load.add_argument("--duration", type=float, help="stop sending after this many seconds")
     load.add_argument("--warmup", type=int, default=0, help="requests sent first and not measured")
     load.add_argument(
@@ -97,9 +106,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     out.add_argument("--quiet", action="store_true", help="no progress display")
 
 
-def _workers(value: str) -> int:
-    """`--workers`: a count, or `auto` for the cores this process may run on."""
-    return _worker_count(value) or _cores()
+def _count(value: str) -> int:
+    """`--concurrency` and `--num-requests`: a whole number, at least 1 (fewer would send nothing)."""
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{count} is not at least 1")
+    return count
 
 
 def _cores() -> int:
@@ -117,6 +132,21 @@ def _worker_count(value: str) -> int | None:
     if count < 1:
         raise argparse.ArgumentTypeError("--workers must be at least 1")
     return count
+
+
+def _starting(
+    config: LoadConfig, requests: Requests, asked: int | None, auto: Callable[[], int], noun: str
+) -> int:
+    """How many workers to start: `--workers` (None: `auto()`), but no more than the load keeps busy
+    (`runner.worker_limit`). One line on stderr says so when that is fewer than asked."""
+    wanted = asked or auto()
+    limit, why = worker_limit(config, len(requests))
+    if wanted <= limit:
+        return wanted
+    given = "" if asked else " (--workers auto)"
+    plural = "s" if limit != 1 else ""
+    print(f"streamkit bench: starting {limit} {noun}{plural}, not {wanted}{given}: {why}", file=sys.stderr)
+    return limit
 
 
 def _fail(message: str) -> int:
@@ -175,7 +205,7 @@ def _run(args: argparse.Namespace, slo: Slo | None, extra: dict[str, Any]) -> in
                 f"streamkit bench: no endpoint given; measuring the built-in server at {base_url}",
                 file=sys.stderr,
             )
-        model = args.model or first_model(base_url, api_key, provider.lower())
+        model = args.model or listed_model(base_url, api_key, APIS[args.api].provider, args.transport)
         api = APIS[args.api]
         count = args.num_requests if args.duration is None else None  # made as they are sent
         if args.requests_file:
@@ -192,14 +222,14 @@ def _run(args: argparse.Namespace, slo: Slo | None, extra: dict[str, Any]) -> in
             seed=args.seed, timeout=args.timeout, transport=args.transport, loop=args.loop,
         )  # fmt: skip
         if ray_bench is not None:
-            ray_bench.place(len(split(config, requests, args.workers or ray_bench.cpus())))
+            ray_bench.place(_starting(config, requests, args.workers, ray_bench.cpus, "Ray actor"))
             calibration = None if args.no_calibrate else ray_bench.calibrate(args.loop)
             result = ray_bench.run(config, requests)
             for line in ray_bench.errors:
                 print(f"streamkit bench: {line}", file=sys.stderr)
         else:
             calibration = None if args.no_calibrate else run_in_loop(calibrate(), args.loop)
-            workers = args.workers or _cores()
+            workers = _starting(config, requests, args.workers, _cores, "worker")
             if workers > 1:
                 result = run_workers(config, requests, workers)
             else:
@@ -229,28 +259,32 @@ def _emit(result: dict[str, Any], args: argparse.Namespace) -> None:
         plot(result, args.plot)
 
 
-def first_model(base_url: str, api_key: str | None, provider: str = "openai") -> str:
-    """The first model the endpoint lists, asked with the provider's own key header. Raises RuntimeError when
-    it lists none."""
-    import urllib.request
+def listed_model(
+    base_url: str | None,
+    api_key: str | None,
+    provider: Literal["openai", "anthropic"] = "openai",
+    transport: Literal["aiohttp", "httpx"] = "aiohttp",
+) -> str:
+    """The first model the endpoint lists (`client.models.list`), asked through a client of its own, with
+    the provider's key header. Raises RuntimeError, which says to pass --model, when the endpoint cannot list
+    its models or lists none."""
+    import asyncio
 
-    from streamkit.client import ANTHROPIC_VERSION
+    from streamkit.client import AsyncClient
+    from streamkit.errors import StreamkitError
 
-    request = urllib.request.Request(base_url.rstrip("/") + "/models")
-    if provider == "anthropic":
-        request.add_header("anthropic-version", ANTHROPIC_VERSION)
-        if api_key:
-            request.add_header("x-api-key", api_key)
-    elif api_key:
-        request.add_header("Authorization", f"Bearer {api_key}")
+    async def models() -> list[str]:
+        async with AsyncClient(base_url=base_url, api_key=api_key, transport=transport) as client:
+            return [model.id for model in await client.models.list(provider=provider)]
+
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            models = json.load(response).get("data") or []
-    except (OSError, ValueError) as exc:
-        raise RuntimeError(f"could not list the models at {base_url} ({exc}); pass --model") from None
-    if not models:
+        names = asyncio.run(models())
+    except StreamkitError as exc:
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise RuntimeError(f"could not list the models at {base_url} ({reason}); pass --model") from None
+    if not names:
         raise RuntimeError(f"{base_url}/models lists no model; pass --model")
-    return str(models[0]["id"])
+    return names[0]
 
 
 def _with_progress(config: LoadConfig, requests: Requests, args: argparse.Namespace) -> RunResult:

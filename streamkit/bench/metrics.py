@@ -9,11 +9,14 @@ Times are seconds on one clock (`time.perf_counter()`), relative to the start of
 - E2EL: the last token-carrying event - `t0`.
 - N: `usage.completion_tokens` (the bench asks for `include_usage`); else counted on the client (from
   logprobs, or `max_tokens` for a stream that finished for `length`, or the text) and marked estimated.
-  Chunks are never counted as tokens.
-- TPOT: `(E2EL - TTFT) / (N - 1)`.
+  Chunks are never counted as tokens. Output throughput is the sum of N.
+- streamed N: the tokens the stream carried. Per token event where each one's count is known; else N less
+  the reasoning tokens that usage counts but the stream never carried (a reasoning model's hidden thoughts).
+- TPOT: `(E2EL - TTFT) / (streamed N - 1)`: hidden reasoning is thought before the first token event, not
+  between the token events that TPOT spans.
 - ITL: each gap between token events, divided over the tokens the later one carried (known from logprobs, or
-  when N equals the number of token events). ICL: the raw gaps, which is all there is when the tokens per
-  chunk are unknown.
+  when streamed N equals the number of token events). ICL: the raw gaps, which is all there is when the
+  tokens per chunk are unknown.
 
 docs/bench.md has the table of these names against vLLM's, GuideLLM's and AIPerf's.
 """
@@ -54,6 +57,9 @@ class RequestRecord:
     """`usage.completion_tokens`, when the server reported it."""
     counted_tokens: int = 0
     """Tokens counted on the client (logprob entries, or an estimate from the text) when usage is missing."""
+    hidden_tokens: int = 0
+    """Of `output_tokens`, the reasoning tokens that the stream never carried (usage's `reasoning_tokens`
+    where no reasoning text was streamed)."""
     prompt_tokens: int | None = None
     input_len: int = 0
     chunks: int = 0
@@ -91,10 +97,20 @@ class RequestRecord:
         return self.token_times[-1] if self.token_times else None
 
     @property
+    def streamed_tokens(self) -> int:
+        """The tokens the stream carried: the sum of `token_counts` where every token event's is known, else
+        N less the reasoning tokens that were never streamed."""
+        if self.token_counts is not None:
+            return sum(self.token_counts)
+        return max(0, self.tokens - self.hidden_tokens)
+
+    @property
     def tpot(self) -> float | None:
-        if not self.token_times or self.tokens < 2:
+        """(E2EL - TTFT) over the streamed tokens after the first."""
+        streamed = self.streamed_tokens
+        if not self.token_times or streamed < 2:
             return None
-        return (self.token_times[-1] - self.token_times[0]) / (self.tokens - 1)
+        return (self.token_times[-1] - self.token_times[0]) / (streamed - 1)
 
     @property
     def icl(self) -> list[float]:

@@ -30,7 +30,16 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from streamkit.bench.runner import LoadConfig, RunResult, _worker, calibrate, merge_parts, run_in_loop, split
+from streamkit.bench.runner import (
+    LoadConfig,
+    RunResult,
+    _worker,
+    calibrate,
+    merge_parts,
+    run_in_loop,
+    split,
+    worker_limit,
+)
 from streamkit.bench.workload import BenchRequest
 
 __all__ = ["RAY_INSTALL", "ActorInfo", "RayBench", "time_bound"]
@@ -233,8 +242,9 @@ class RayBench:
         return max(1, int(_ray().cluster_resources().get("CPU", 1)))
 
     def place(self, count: int) -> None:
-        """Start `count` actors spread over the nodes (`streamkit-bench-0`, ...) and measure their clocks.
-        Raises RuntimeError naming the actors that could not be placed or started in time."""
+        """Start `count` actors spread over the nodes (`streamkit-bench-0`, ...) and measure their clocks: no
+        more than the load keeps busy (`runner.worker_limit`), or `run` refuses it. Raises RuntimeError
+        naming the actors that could not be placed or started in time."""
         ray = _ray()
         remote = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(BenchActor)
         namespace = f"streamkit-bench-{uuid.uuid4().hex[:8]}"  # two runs on one cluster never share names
@@ -299,13 +309,18 @@ class RayBench:
     def run(self, config: LoadConfig, requests: Sequence[BenchRequest]) -> RunResult:
         """Run the load over the placed actors (`runner.split`: as over `--workers` processes) and merge their
         records onto the driver's clock. An actor that fails is named in `errors`; the others' records are
-        kept and the result is marked partial. Raises RuntimeError when no actor finished."""
+        kept and the result is marked partial. Raises ValueError, before anything is sent, when the load
+        keeps fewer actors busy than were placed (`runner.worker_limit`), and RuntimeError when no actor
+        finished."""
         ray = _ray()
         self.parts, self.errors = [], []
         shares = split(config, requests, len(self.actors))
+        if len(shares) < len(self.actors):
+            why = worker_limit(config, len(requests))[1]
+            raise ValueError(f"{len(self.actors)} Ray actors are placed, but {why}: place {len(shares)}")
         running = {
             actor.handle.run.remote(c, r, actor.worker): actor
-            for actor, (c, r) in zip(self.actors, shares, strict=False)
+            for actor, (c, r) in zip(self.actors, shares, strict=True)
         }
         bound = max(time_bound(c, len(r)) for c, r in shares) + GRACE
         deadline = time.monotonic() + bound

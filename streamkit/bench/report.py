@@ -125,6 +125,7 @@ def result_json(
         "slo": str(slo) if slo else None,
         "failures": summary.failures,
         "tokens_estimated": summary.tokens_estimated,
+        "hidden_reasoning_tokens": sum(r.hidden_tokens for r in ok),
         "itl_per_token": summary.itl_known,
         "events_per_read": summary.events_per_read,
         "coalesced_token_gaps": summary.coalesced,

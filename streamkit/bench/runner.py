@@ -19,13 +19,25 @@ from typing import Any, TypeVar
 
 import streamkit
 from streamkit.bench.metrics import RequestRecord, describe, span
-from streamkit.bench.workload import BenchRequest, arrival_times
+from streamkit.bench.workload import BenchRequest, Share, arrival_times, dealt
 from streamkit.protocols import APIS
 from streamkit.protocols.chat import ChatCompletion
 from streamkit.protocols.completions import Completion
+from streamkit.protocols.messages import Message
+from streamkit.protocols.responses import ReasoningItem, ReasoningText, Response
 from streamkit.streams import Stream
 
-__all__ = ["LoadConfig", "RunResult", "calibrate", "event_loop", "run_in_loop", "run_load", "run_workers"]
+__all__ = [
+    "LoadConfig",
+    "RunResult",
+    "calibrate",
+    "event_loop",
+    "run_in_loop",
+    "run_load",
+    "run_workers",
+    "split",
+    "worker_limit",
+]
 
 LAG_INTERVAL = 0.005  # how often the lag probe wakes, in seconds
 
@@ -38,7 +50,7 @@ class LoadConfig:
 
     base_url: str
     model: str
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # a repr, or a log line of one, never shows it
     api: str = "chat"
     """The API to measure: `chat`, `completions`, `responses` or `messages` (`streamkit.protocols.APIS`)."""
     concurrency: int | None = None
@@ -128,6 +140,40 @@ def _generated_chars(final: object) -> int:
     return 0
 
 
+def _hidden_reasoning(final: object) -> int:
+    """The reasoning tokens that usage counts among the output tokens but the stream never carried: a
+    reasoning model's hidden thoughts (OpenAI's reasoning models count them in `reasoning_tokens` and stream
+    none of them, or only a summary). Where the stream carried the reasoning itself (chat's
+    `reasoning_content` or `reasoning`, a Responses `reasoning_text` part), none is hidden. Anthropic's usage
+    does not say how many of its output tokens were thinking: none is taken off there."""
+    if isinstance(final, ChatCompletion) and final.usage is not None:
+        details = final.usage.completion_tokens_details
+        reasoning = None if details is None else details.reasoning_tokens
+        streamed = any(c.message.reasoning_content or c.message.reasoning for c in final.choices)
+    elif isinstance(final, Response) and final.usage is not None:
+        output = final.usage.output_tokens_details
+        reasoning = None if output is None else output.reasoning_tokens
+        streamed = any(
+            isinstance(part, ReasoningText) and part.text
+            for item in final.output
+            if isinstance(item, ReasoningItem)
+            for part in item.content or []
+        )
+    else:
+        return 0
+    return 0 if streamed else reasoning or 0
+
+
+def _prompt_tokens(final: object, reported: int | None) -> int | None:
+    """The prompt's tokens as usage reported them, the cached part included. Anthropic's `input_tokens` leave
+    out the tokens read from the prompt cache and those written to it, which OpenAI's APIs count in: they are
+    added back, so that the input of every API is the whole prompt."""
+    if isinstance(final, Message) and final.usage is not None and reported is not None:
+        usage = final.usage
+        return reported + (usage.cache_read_input_tokens or 0) + (usage.cache_creation_input_tokens or 0)
+    return reported
+
+
 def record_stream(
     record: RequestRecord,
     stream: Stream[Any, Any],
@@ -140,16 +186,19 @@ def record_stream(
 
     Without usage, N is counted: exactly from logprobs; else, for a single choice that finished for `length`,
     as the request's `max_tokens` (the limit it reached); else estimated from the text, 4 characters a token.
-    Either way the record says that N is the client's (`tokens_estimated`). `final` is the aggregate where
-    the caller has it already (else the stream's snapshot is taken)."""
+    Either way the record says that N is the client's (`tokens_estimated`). With usage, the reasoning tokens
+    it counts that were never streamed are noted apart (`hidden_tokens`), and a Messages prompt's cached
+    tokens are counted in. `final` is the aggregate where the caller has it already (else the stream's
+    snapshot is taken)."""
     metrics = stream.metrics
     record.t0 = metrics.request_sent - origin
     sent = metrics.request_sent
     record.token_times = [t - sent for t in metrics.token_arrivals]
-    record.output_tokens = metrics.completion_tokens
-    record.prompt_tokens = metrics.prompt_tokens
     if final is None:
         final = stream.snapshot
+    record.output_tokens = metrics.completion_tokens
+    record.hidden_tokens = _hidden_reasoning(final) if record.output_tokens is not None else 0
+    record.prompt_tokens = _prompt_tokens(final, metrics.prompt_tokens)
     if record.error is None and metrics.chunks and not stream.is_finished():
         record.error = "Unfinished"  # a server that ends a stream with [DONE] when it gives up on a request
         record.error_message = "the stream ended before the answer was whole"
@@ -165,7 +214,7 @@ def record_stream(
         limit = max_tokens if cut else None
         estimate = max(len(counts), round(_generated_chars(final) / 4))
         record.counted_tokens = estimate if limit is None else limit
-        n = record.output_tokens if record.output_tokens is not None else limit
+        n = record.output_tokens - record.hidden_tokens if record.output_tokens is not None else limit
         if n == len(counts):
             record.token_counts = [1] * len(counts)
     record.chunks = metrics.chunks
@@ -339,25 +388,50 @@ def _worker(config: LoadConfig, requests: Sequence[BenchRequest], worker: int) -
     }
 
 
+def _slots(config: LoadConfig) -> int | None:
+    """The load's concurrency slots: `concurrency`, or the one slot of a closed loop without it; None for an
+    open loop without a cap."""
+    return config.concurrency or (1 if config.rate is None else None)
+
+
+def worker_limit(config: LoadConfig, count: int) -> tuple[int, str]:
+    """The most workers a load of `count` requests keeps busy, and what limits them, in words: a worker needs
+    a request, and one of the load's slots where it has some (`_slots`). One more would send nothing."""
+    limits = [(count, f"{count} request{'s' if count != 1 else ''}")]
+    cap = _slots(config)
+    if cap is not None:
+        limits.append((cap, f"concurrency {cap}"))
+    most, what = min(limits)
+    return max(1, most), f"the load keeps only {most} busy ({what})"
+
+
 def split(
     config: LoadConfig, requests: Sequence[BenchRequest], k: int
 ) -> list[tuple[LoadConfig, Sequence[BenchRequest]]]:
-    """The share of each of `k` workers: every k-th request, 1/k of the rate, and the slots dealt out."""
-    shares = []
+    """The shares of up to `k` workers: no more workers than the load keeps busy (`worker_limit`), each a
+    scaled copy of the whole. The slots (one per worker without a cap) are dealt out in turn; request `j`
+    goes to the worker of slot `j % slots`, and each worker has the rate and the warmup in proportion to its
+    slots. Together the shares send every request, at the whole rate, with every slot."""
+    k = min(k, worker_limit(config, len(requests))[0])
+    cap = _slots(config)
+    period = k if cap is None else cap
+    shares: list[tuple[LoadConfig, Sequence[BenchRequest]]] = []
     for i in range(k):
-        concurrency = None
-        if config.concurrency:
-            concurrency = config.concurrency // k + (1 if i < config.concurrency % k else 0)
-        rate = None if config.rate is None else config.rate / k
+        mine = range(i, period, k)
         part = replace(
-            config, concurrency=concurrency, rate=rate, seed=config.seed + i, warmup=config.warmup // k
+            config,
+            concurrency=None if cap is None else len(mine),
+            rate=None if config.rate is None else config.rate * len(mine) / period,
+            seed=config.seed + i,
+            warmup=dealt(config.warmup, period, mine),
         )
-        shares.append((part, requests[i::k]))
-    return [(c, r) for c, r in shares if r and (c.concurrency is None or c.concurrency > 0)]
+        shares.append((part, Share(requests, period, mine)))
+    return shares
 
 
 def run_workers(config: LoadConfig, requests: Sequence[BenchRequest], k: int) -> RunResult:
-    """Run the load in `k` processes at once and merge their records onto one timeline."""
+    """Run the load in up to `k` processes at once (no more than it keeps busy: `split`) and merge their
+    records onto one timeline."""
     context = multiprocessing.get_context("spawn")
     shares = split(config, requests, k)
     with context.Pool(len(shares)) as pool:

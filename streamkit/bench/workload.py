@@ -21,7 +21,15 @@ from typing import Any, overload
 
 from streamkit.protocols.base import Api
 
-__all__ = ["BenchRequest", "Requests", "arrival_times", "generated_requests", "load_requests"]
+__all__ = [
+    "BenchRequest",
+    "Requests",
+    "Share",
+    "arrival_times",
+    "dealt",
+    "generated_requests",
+    "load_requests",
+]
 
 # Common English words, about one token each for the usual tokenizers.
 _WORDS = (
@@ -43,7 +51,7 @@ class BenchRequest:
 @dataclass(frozen=True)
 class Requests(Sequence[BenchRequest]):
     """The requests of a run, each made when it is read: a run of any length (`--duration`) costs nothing up
-    front. Slicing gives another lazy view (a worker's share is `requests[i::k]`); request `i` is the same
+    front. Slicing gives another lazy view, and so does a worker's `Share`; request `i` is the same
     whichever view reads it."""
 
     make: Callable[[int], BenchRequest]
@@ -60,6 +68,41 @@ class Requests(Sequence[BenchRequest]):
         if isinstance(index, slice):
             return Requests(self.make, self.indices[index])
         return self.make(self.indices[index])
+
+
+def dealt(count: int, period: int, slots: range) -> int:
+    """How many of `count` things dealt out in turn to `period` places land on `slots` (a range of places):
+    those whose index modulo `period` is in `slots`."""
+    return count // period * len(slots) + len(range(slots.start, min(slots.stop, count % period), slots.step))
+
+
+@dataclass(frozen=True)
+class Share(Sequence[BenchRequest]):
+    """One worker's share of the requests, in order: those whose index modulo `period` is in `slots`. Request
+    `j` goes to the worker that holds place `j % period`, so that shares of any sizes add up to the whole, and
+    each is as lazy as `requests` is (a `Requests` of a `--duration` run is endless)."""
+
+    requests: Sequence[BenchRequest]
+    period: int
+    slots: range
+
+    def __len__(self) -> int:
+        return dealt(len(self.requests), self.period, self.slots)
+
+    @overload
+    def __getitem__(self, index: int) -> BenchRequest: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[BenchRequest]: ...
+    def __getitem__(self, index: int | slice) -> BenchRequest | list[BenchRequest]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self))[index]]
+        size = len(self)
+        if index < 0:
+            index += size
+        if not 0 <= index < size:
+            raise IndexError("share index out of range")
+        turn, place = divmod(index, len(self.slots))
+        return self.requests[turn * self.period + self.slots[place]]
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from streamkit.errors import (
     ConnectError,
     ConnectTimeout,
     IdleTimeout,
-    ProtocolError,
     ReadError,
     StreamkitError,
 )
@@ -39,12 +38,9 @@ _LARGE_BODY = 1 << 20  # aiohttp.payload.TOO_LARGE_BYTES_BODY
 _MAPPING: tuple[tuple[type[BaseException], type[StreamkitError], str], ...] = (
     (aiohttp.ConnectionTimeoutError, ConnectTimeout, "connecting timed out"),
     (aiohttp.ServerTimeoutError, IdleTimeout, "no data for the idle timeout"),
-    # A redirect loop: retrying would only loop again, so not a transport error but the server's.
-    (aiohttp.TooManyRedirects, ProtocolError, "the server redirected too many times"),
-    (aiohttp.InvalidUrlRedirectClientError, ReadError, "the server redirected to an invalid URL"),
     (aiohttp.ClientConnectorError, ConnectError, "could not connect"),
     (aiohttp.ServerFingerprintMismatch, ConnectError, "could not connect"),
-    # A base_url, or a redirect, that is not an http(s) URL.
+    # A base_url that is not an http(s) URL (redirects are the client's, never aiohttp's).
     (aiohttp.InvalidURL, ConnectError, "invalid URL"),
     (aiohttp.NonHttpUrlClientError, ConnectError, "the request failed"),
     (aiohttp.ClientError, ReadError, "the connection broke"),
@@ -217,6 +213,7 @@ class AiohttpTransport:
                 data=data,
                 headers=request.headers,
                 timeout=timeout,
+                allow_redirects=False,  # the client follows them (`Transport`)
                 trace_request_ctx=attempt,
             )
         except Exception as exc:

@@ -2,8 +2,11 @@
 
 A transport does the HTTP and nothing else. It turns every exception of its library into streamkit's tree
 (`ConnectError`, `ConnectTimeout`, `ReadError`, `IdleTimeout`) in one table of its own, applied both where the
-request is sent and where the body is read. Everything else (retries, deadlines, SSE, chunks, errors from the
-API) lives above it, once for all transports.
+request is sent and where the body is read. Everything else (redirects, retries, deadlines, SSE, chunks,
+errors from the API) lives above it, once for all transports.
+
+A transport never follows a redirect: a 3xx comes back as any other answer. The client follows it, and decides
+which headers go to the next origin (the libraries each keep some credentials across hosts).
 """
 
 from __future__ import annotations
@@ -65,8 +68,9 @@ class Transport(Protocol):
     """What `AsyncClient` sends requests through."""
 
     async def send(self, request: Request) -> Response:
-        """Send the request and wait for the response head. Raises `ConnectError`, `ConnectTimeout`,
-        `ReadError` (the server closed before answering) or `IdleTimeout`."""
+        """Send the request and wait for the response head, never following a redirect. Raises
+        `ConnectError`, `ConnectTimeout`, `ReadError` (the server closed before answering) or
+        `IdleTimeout`."""
         ...
 
     async def aclose(self) -> None:

@@ -48,9 +48,7 @@ _MAPPING: tuple[tuple[type[Exception], type[StreamkitError], str], ...] = (
     # A body whose Content-Encoding lies (a gzip header on bytes that are not gzip): broken as a body
     # with a bad chunk size is, and so a `ReadError`, as aiohttp's ClientPayloadError is.
     (httpx.DecodingError, ReadError, "the body could not be decoded"),
-    # A redirect loop: retrying would only loop again, so not a transport error but the server's.
-    (httpx.TooManyRedirects, ProtocolError, "the server redirected too many times"),
-    # UnsupportedProtocol (a base_url or a redirect to ftp://, say), LocalProtocolError, ProxyError.
+    # UnsupportedProtocol (a base_url of ftp://, say), LocalProtocolError, ProxyError.
     (httpx.TransportError, ConnectError, "the request failed"),
     (httpx.InvalidURL, ConnectError, "invalid URL"),  # not an httpx.HTTPError
 )
@@ -136,19 +134,27 @@ class HttpxResponse:
 
 # How a connection that the server closed breaks a request sent on it.
 _BROKEN = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+# httpx reads a redirect's Location even where it does not follow it, and fails on one that is no URL it can
+# use (InvalidURL, or a RemoteProtocolError as if the connection broke), after the head has arrived. It is the
+# server's mistake, as every other bad redirect is (see `AsyncClient`): a ProtocolError, not retried.
+_BAD_LOCATION = (httpx.InvalidURL, httpx.RemoteProtocolError)
 
 
 class _Trace:
-    """httpcore's trace of one request: whether it opened a connection, or took one from the pool."""
+    """httpcore's trace of one request: whether it opened a connection, or took one from the pool, and
+    whether the response head arrived."""
 
-    __slots__ = ("connected",)
+    __slots__ = ("answered", "connected")
 
     def __init__(self) -> None:
         self.connected = False
+        self.answered = False
 
     async def __call__(self, event: str, info: Mapping[str, object]) -> None:
         if event.startswith("connection.connect_tcp."):
             self.connected = True
+        elif event.endswith(".receive_response_headers.complete"):
+            self.answered = True
 
 
 @functools.cache
@@ -166,7 +172,6 @@ class HttpxTransport:
         self._client = client or httpx.AsyncClient(
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=1000),
             timeout=None,
-            follow_redirects=True,
             verify=_tls_context(),
         )
 
@@ -184,6 +189,7 @@ class HttpxTransport:
                         content=request.content,
                         headers=dict(request.headers),
                         timeout=timeout,
+                        follow_redirects=False,  # the client follows them (`Transport`)
                         extensions={"trace": trace},
                     )
                 )
@@ -196,12 +202,15 @@ class HttpxTransport:
                         content=request.content,
                         headers=request.headers,
                         timeout=timeout,
+                        follow_redirects=False,
                         extensions={"trace": trace},
                     )
                 )
         except Exception as exc:
             with anyio.CancelScope(shield=True):
                 await stack.aclose()
+            if trace.answered and isinstance(exc, _BAD_LOCATION):
+                raise ProtocolError(f"the server redirected to an invalid URL ({exc})") from exc
             mapped = _mapped(exc)
             if mapped is None:
                 raise

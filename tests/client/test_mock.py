@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -376,18 +378,33 @@ async def test_a_status_without_json_body() -> None:
     ("headers", "wait"),
     [
         ({"retry-after-ms": "1500"}, 1.5),
+        ({"retry-after-ms": "0.5"}, 0.0005),
         ({"retry-after-ms": "250", "Retry-After": "9"}, 0.25),  # the ms form wins
         ({"Retry-After": "2"}, 2.0),
-        ({"Retry-After": "0.5"}, 0.5),
-        ({"Retry-After": "-5"}, 0.0),  # a wait in the past is no wait
-        ({"retry-after-ms": "nan", "Retry-After": "3"}, 3.0),  # an unreadable ms form falls back
-        ({"Retry-After": "nan"}, None),
-        ({"Retry-After": "inf"}, None),
-        ({"Retry-After": "-inf"}, None),
-        ({"Retry-After": "1e400"}, None),
+        ({"Retry-After": " 7 "}, 7.0),  # whitespace around a field value is no part of it
+        ({"Retry-After": "0.5"}, 0.5),  # a fraction, which servers send, is taken
+        ({"Retry-After": "0"}, 0.0),
+        ({"Retry-After": "1" + "0" * 400}, math.inf),  # a valid number too large for a float: wait forever
+        # An invalid ms form gives way to Retry-After.
+        *(
+            ({"retry-after-ms": ms, "Retry-After": "3"}, 3.0)
+            for ms in ["nan", "-1", "-0", "inf", "-inf", "1e3", "1_0", "+5", "garbage", "", ".5", "5."]
+        ),
+        # What float() reads but HTTP does not: a sign, an exponent, a `_`, nan, inf, digits of other
+        # scripts.
+        *(
+            ({"Retry-After": value}, None)
+            for value in ["-5", "+5", "1_0", "1e3", "1e400", "nan", "inf", "-inf", "\u0661\u0662", "0x10"]
+        ),
+        ({"retry-after-ms": "1_0"}, None),
         ({"Retry-After": "soon"}, None),
         ({"Retry-After": ""}, None),
-        ({"Retry-After": "Mon, 01 Jan 0001 00:00:00 GMT"}, 0.0),
+        ({"Retry-After": "Mon, 01 Jan 0001 00:00:00 GMT"}, 0.0),  # a date in the past: no wait
+        ({"Retry-After": "Sun, 00 Nov 1994 08:49:37 GMT"}, None),  # no such day
+        ({"Retry-After": "Sun, 31 Nov 1994 08:49:37 GMT"}, None),
+        ({"Retry-After": "Sun, 06 Nov 1994 24:00:00 GMT"}, None),
+        ({"Retry-After": "Sun, 06 Nov 1994 08:49:37 +0000"}, None),  # an HTTP-date is in GMT, so says
+        ({"Retry-After": "sun, 06 nov 1994 08:49:37 gmt"}, None),  # and is case-sensitive
         ({}, None),
     ],
 )
@@ -398,7 +415,57 @@ def test_retry_after_is_read_exactly(headers: dict[str, str], wait: float | None
     assert _retry_after(lower) == wait
 
 
-def test_retry_after_as_a_date() -> None:
+# RFC 9110 §5.6.7's example, in its three forms, and the instant it names, worked out by hand: 1994-11-06 is
+# 9075 days after 1970-01-01 (24 years of 365 days, 6 leap days, then 309 days into 1994).
+HTTP_DATES = [
+    "Sun, 06 Nov 1994 08:49:37 GMT",  # IMF-fixdate
+    "Sunday, 06-Nov-94 08:49:37 GMT",  # rfc850-date
+    "Sun Nov  6 08:49:37 1994",  # asctime-date
+]
+EXAMPLE = 9075 * 86400 + 8 * 3600 + 49 * 60 + 37
+
+
+@pytest.mark.parametrize("date", HTTP_DATES)
+@pytest.mark.parametrize("ahead", [0, 1, 59, 3600])
+def test_retry_after_as_a_date_in_each_form(date: str, ahead: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamkit.client import _retry_after
+
+    # Where local time is not UTC, a date read as local time would be hours off.
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert _retry_after({"retry-after": date}, now=EXAMPLE - ahead) == ahead
+        assert _retry_after({"retry-after": date}, now=EXAMPLE + 30) == 0.0  # past: no wait
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+@pytest.mark.parametrize(
+    ("date", "now", "year"),
+    [
+        # Two digits of year: this century, unless that is more than 50 years ahead (RFC 9110 §5.6.7).
+        ("Thursday, 01-Jan-70 00:00:00 GMT", (2025, 6, 1), 2070),
+        ("Monday, 01-Jan-80 00:00:00 GMT", (2025, 6, 1), 1980),
+        ("Friday, 01-Jan-99 00:00:00 GMT", (2025, 6, 1), 1999),
+        ("Saturday, 01-Jan-00 00:00:00 GMT", (2025, 6, 1), 2000),
+        ("Monday, 01-Jan-01 00:00:00 GMT", (1999, 6, 1), 2001),
+        ("Monday, 29-Feb-00 00:00:00 GMT", (2075, 6, 1), None),  # 2100 is no leap year: no such day
+    ],
+)
+def test_a_two_digit_year(date: str, now: tuple[int, int, int], year: int | None) -> None:
+    from streamkit.client import _retry_after
+
+    start = datetime.datetime(*now, tzinfo=datetime.UTC)
+    wait = _retry_after({"retry-after": date}, now=start.timestamp())
+    if year is None:
+        assert wait is None
+    else:
+        expected = (datetime.datetime(year, 1, 1, tzinfo=datetime.UTC) - start).total_seconds()
+        assert wait == max(expected, 0.0)
+
+
+def test_retry_after_as_a_date_from_now() -> None:
     from streamkit.client import _retry_after
 
     in_a_minute = email.utils.formatdate(time.time() + 60, usegmt=True)
@@ -411,8 +478,13 @@ def test_retry_after_as_a_date() -> None:
     [
         ({"retry-after-ms": "5"}, 0.005),
         ({"Retry-After": "0.01"}, 0.01),
+        ({"retry-after-ms": "-1", "Retry-After": "0.02"}, 0.02),  # an invalid ms form gives way
+        ({"retry-after-ms": "1_0", "Retry-After": "0.03"}, 0.03),
+        ({"Retry-After": "Sunday, 06-Nov-94 08:49:37 GMT"}, 0.0),  # a date in the past: no wait
+        ({"Retry-After": "Sun Nov  6 08:49:37 1994"}, 0.0),
         ({"Retry-After": "nan"}, None),  # unreadable: ordinary backoff, within its first step
         ({"Retry-After": "soon"}, None),
+        ({"Retry-After": "1_0"}, None),
     ],
 )
 async def test_the_client_sleeps_what_the_server_asked(
