@@ -10,7 +10,7 @@ StreamkitError
 │   │   ├── NotFoundError            404
 │   │   ├── RateLimitError           429
 │   │   └── InternalServerError      5xx
-│   └── StreamAPIError           an error sent inside the stream; .partial
+│   └── StreamAPIError           an error sent inside the stream; .partial, .request_id
 ├── TransportError               ConnectError, ReadError (.partial)
 │   └── TimeoutError             ConnectTimeout, FirstTokenTimeout, IdleTimeout, TotalTimeout
 │                                (each also a builtins.TimeoutError)
@@ -160,9 +160,18 @@ def api_error_fields(body: object) -> tuple[str | None, str | None, str | None, 
         return error, None, None, None
     if not isinstance(error, dict):
         return None, None, None, None
-    fields = (error.get(name) for name in ("message", "type", "code", "param"))
-    message, type, code, param = (None if value is None else str(value) for value in fields)
+    message, type, code, param = (_text(error.get(name)) for name in ("message", "type", "code", "param"))
     return message, type, code, param
+
+
+def _text(value: object) -> str | None:
+    """A field of an error body as text: a string as it came, anything else as `str` writes it."""
+    if value is None or isinstance(value, str):
+        return value
+    try:
+        return str(value)
+    except RecursionError:  # JSON nested about as deep as a decoder goes, which `str` no longer can
+        return None
 
 
 class StreamAPIError(APIError):
@@ -181,6 +190,13 @@ class StreamAPIError(APIError):
     ) -> None:
         super().__init__(message, body=body, code=code, type=type, param=param, partial=partial)
         self.raw = raw
+
+    @property
+    def request_id(self) -> str | None:
+        """The id of the request, where the error's body gives it (`request_id`, as Anthropic sends it)."""
+        body = self.body
+        value = body.get("request_id") if isinstance(body, dict) else None
+        return value if isinstance(value, str) else None
 
 
 class TransportError(StreamkitError):

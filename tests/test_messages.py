@@ -19,6 +19,8 @@ from streamkit.protocols import END, ERROR, TOKEN, UnknownObject
 from streamkit.protocols import messages as m
 from streamkit.protocols.base import Model
 from streamkit.protocols.messages import MESSAGES, Message, MessageAccumulator, MessageEvent
+from streamkit.streams import StreamMetrics
+from streamkit.transports.mock import MockResponse
 from tests.conftest import FIXTURES
 
 LLAMACPP_MESSAGES = FIXTURES / "llamacpp" / "messages.bin"
@@ -614,6 +616,46 @@ def test_a_chat_style_error_without_a_type_is_an_error() -> None:
     assert (error.message, error.type) == ("upstream failed", "api_error")
 
 
+REQUEST_ID = "req_011CSHoEeqs5C35K2UUqR7Fy"
+# Anthropic's own shape: the error nested, the request's id beside it.
+ANTHROPIC_ERROR = {**SAMPLES["error"], "request_id": REQUEST_ID}
+
+
+@pytest.mark.parametrize(
+    ("raw", "event", "message", "type", "request_id"),
+    [
+        (ANTHROPIC_ERROR, "error", "Overloaded", "overloaded_error", REQUEST_ID),
+        # Flat, as other servers send it: the message without an `error` object, with or without a type.
+        ({"type": "error", "message": "boom"}, "error", "boom", None, None),
+        ({"type": "error", "message": "boom"}, "message", "boom", None, None),
+        ({"message": "boom"}, "error", "boom", None, None),
+        ({"message": "boom", "request_id": "req_1"}, "error", "boom", None, "req_1"),
+    ],
+)
+def test_an_error_keeps_its_message_and_request_id_in_any_shape(
+    raw: dict[str, Any], event: str, message: str, type: str | None, request_id: str | None
+) -> None:
+    item = decoded(raw, event)
+    assert isinstance(item, m.MessageErrorEvent) and MESSAGES.flags(item) == ERROR
+    error = MESSAGES.error(item)
+    assert (error.message, error.type, error.request_id) == (message, type, request_id)
+    assert isinstance(error.body, dict) and error.body.get("request_id") == request_id
+    # And as a stream raises it, after the events before it.
+    head = f"event: {event}\n".encode() if event != "message" else b""
+    body = sse(start(), text(0, "Hi")) + head + b"data: " + json.dumps(raw).encode() + b"\n\n"
+    stream = streamkit.MessageStream(MockResponse(body=[body]), StreamMetrics(0.0, 0.0))
+    with pytest.raises(StreamAPIError) as caught:
+        stream.get_final().send(None)  # a MockResponse never waits: the stream runs to its end at once
+    assert (caught.value.message, caught.value.request_id) == (message, request_id)
+    assert isinstance(caught.value.partial, Message) and caught.value.partial.text == "Hi"
+
+
+def test_an_error_without_a_request_id_has_none() -> None:
+    assert MESSAGES.error(decoded(SAMPLES["error"])).request_id is None
+    assert StreamAPIError("boom", body="text").request_id is None
+    assert StreamAPIError("boom", body={"request_id": 5}).request_id is None
+
+
 # Aggregating real shapes
 
 
@@ -966,8 +1008,21 @@ json_values = st.recursive(
 )
 FIELDS = ["index", "delta", "content_block", "message", "usage", "error", "text", "type"]
 TYPES = st.sampled_from(sorted(MESSAGES.tags | {"ping", "message_annotation"}))
-BLOCK_TYPES = st.sampled_from([*BLOCKS, "web_search_tool_result"])
-DELTA_TYPES = st.sampled_from([*DELTAS, "audio_delta"])
+# A block's or delta's `type` may be no string at all. One that is absent or null is a kind not told, and a
+# new string a kind this version does not know: either is kept as it came, an `UnknownContentBlock` or
+# `UnknownDelta`. A number, a boolean, a list or an object names no kind: the event is broken and raises
+# ChunkDecodeError, as an event whose own `type` is no string does. Every API's open unions follow this rule
+# (`decode_hook`); `check_open_union` holds the fuzzed events to it.
+ODD_TYPES = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.lists(st.sampled_from([*DELTAS, *BLOCKS]), max_size=2)
+    | st.dictionaries(st.just("type"), st.sampled_from([*DELTAS, *BLOCKS]), max_size=1)
+)
+BLOCK_TYPES = st.sampled_from([*BLOCKS, "web_search_tool_result"]) | ODD_TYPES
+DELTA_TYPES = st.sampled_from([*DELTAS, "audio_delta"]) | ODD_TYPES
 NESTED = {
     "content_block": st.fixed_dictionaries(
         {"type": BLOCK_TYPES}, optional={"text": json_values, "input": json_values, "thinking": json_values}
@@ -1020,6 +1075,36 @@ def decode_or_reject(data: bytes, event: str) -> MessageEvent | None:
         return None
 
 
+OPEN_UNIONS: dict[str, tuple[str, dict[str, tuple[type[Any], dict[str, Any]]], type[UnknownObject]]] = {
+    "content_block_start": ("content_block", BLOCKS, m.UnknownContentBlock),
+    "content_block_delta": ("delta", DELTAS, m.UnknownDelta),
+}
+
+
+def check_open_union(data: Any, item: MessageEvent | None) -> None:
+    """What the `type` of an event's block or delta makes of it (see `ODD_TYPES`): the class of a known kind,
+    an unknown object as it came for a new kind or none, no item (ChunkDecodeError) for a `type` that is no
+    string."""
+    kind = data.get("type") if isinstance(data, dict) else None
+    if (
+        not isinstance(kind, str)
+        or kind not in OPEN_UNIONS
+        or not isinstance(data.get(OPEN_UNIONS[kind][0]), dict)
+    ):
+        return
+    field, known, unknown = OPEN_UNIONS[kind]
+    value = data[field]
+    tag = value.get("type")
+    if tag is not None and not isinstance(tag, str):
+        assert item is None, item
+    elif item is not None:
+        got = getattr(item, field)
+        if tag in known:
+            assert isinstance(got, known[tag][0])
+        else:
+            assert isinstance(got, unknown) and got.data == value
+
+
 @settings(max_examples=400, deadline=None)
 @given(
     original=st.sampled_from(EVENT_DATAS),
@@ -1042,6 +1127,7 @@ def test_arbitrary_events_decode_or_raise_and_never_break_the_aggregate(
     acc = MessageAccumulator()
     for data, event in events:
         item = decode_or_reject(json.dumps(data).encode(), event)
+        check_open_union(data, item)
         if item is not None:
             flags = MESSAGES.flags(item)
             MESSAGES.text(item)

@@ -50,11 +50,21 @@ COUNTED = 8
 
 
 def _drop_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_none(v) for v in value]
-    return value
+    """JSON without the None values of its objects, at every depth. Iterative rather than recursive: a value
+    that a server nested as deep as msgspec decodes (about a thousand levels) is beyond Python's recursion."""
+    root: list[Any] = [None]
+    todo: list[tuple[Any, Any, Any]] = [(value, root, 0)]  # (a value, the container it goes to, its key)
+    while todo:
+        value, into, key = todo.pop()
+        if isinstance(value, dict):
+            into[key] = kept = {k: v for k, v in value.items() if v is not None}
+            todo += [(v, kept, k) for k, v in kept.items() if isinstance(v, dict | list)]
+        elif isinstance(value, list):
+            into[key] = items = list(value)
+            todo += [(v, items, i) for i, v in enumerate(items) if isinstance(v, dict | list)]
+        else:
+            into[key] = value
+    return root[0]
 
 
 class UnknownObject:
@@ -114,9 +124,16 @@ def decode_hook(kind: type[Any], obj: Any) -> Any:
     """msgspec's `dec_hook` for `OpenUnion` fields (see there)."""
     if isinstance(kind, type) and issubclass(kind, OpenUnion):
         if isinstance(obj, dict):
-            tags, union = _union_of(kind)
-            if obj.get("type") in tags:
-                return msgspec.convert(obj, union, dec_hook=decode_hook)
+            tag = obj.get("type")
+            if isinstance(tag, str):
+                tags, union = _union_of(kind)
+                if tag in tags:
+                    return msgspec.convert(obj, union, dec_hook=decode_hook)
+            elif tag is not None:
+                # A `type` that is no string (a number, a list, an object) names no kind, new or old: the
+                # object is broken, as an event with such a `type` is. One that is absent or null is a kind
+                # not told, kept as an unknown object. (msgspec adds the path to a TypeError.)
+                raise TypeError(f"expected a string `type`, got {type(tag).__name__}")
             return kind.unknown(obj)
         raise msgspec.ValidationError(f"expected an object, got {type(obj).__name__}")
     raise NotImplementedError(f"no decoding for {kind!r}")
@@ -185,9 +202,12 @@ def detached(model: _ModelT) -> _ModelT:
     """A deep copy of `model` that shares no mutable part with it (nor with what it was built from): what an
     accumulator hands out, so that changing a snapshot never changes the accumulator, a later snapshot or the
     final object. Built through msgspec's builtins, which costs about as much as building the model did."""
-    copy: _ModelT = msgspec.convert(
-        msgspec.to_builtins(model, enc_hook=_encode_hook), type(model), dec_hook=decode_hook
-    )
+    try:
+        copy: _ModelT = msgspec.convert(
+            msgspec.to_builtins(model, enc_hook=_encode_hook), type(model), dec_hook=decode_hook
+        )
+    except RecursionError:  # JSON nested about as deep as msgspec decodes: the model as it was built
+        return model
     return copy
 
 

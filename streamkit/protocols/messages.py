@@ -243,9 +243,14 @@ class ErrorBody(Model):
 
 
 class MessageErrorEvent(TaggedModel, tag="error"):
-    """An error (`overloaded_error`, say); the stream raises `StreamAPIError`."""
+    """An error (`overloaded_error`, say); the stream raises `StreamAPIError`. Anthropic sends
+    `{"type": "error", "error": {"type", "message"}, "request_id"}`; other servers send the message flat."""
 
     error: ErrorBody = msgspec.field(default_factory=ErrorBody)
+    message: str | None = None
+    """The message of an error sent flat, without the `error` object."""
+    request_id: str | None = None
+    """The request's id, as Anthropic gives it (`StreamAPIError.request_id`)."""
 
 
 MessageStreamEvent: TypeAlias = (
@@ -439,8 +444,12 @@ class MessagesApi(TypedEventApi[MessageEvent, Message]):
 
     def prepare(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
         delta = obj.get("delta")
-        if kind == "content_block_delta" and isinstance(delta, dict) and delta.get("type") not in _DELTA_TAGS:
-            return {**obj, "delta": None}  # a kind this version does not know: `finish` puts it back
+        if kind == "content_block_delta" and isinstance(delta, dict):
+            tag = delta.get("type")
+            # A kind this version does not know, or none told: `finish` puts it back as an `UnknownDelta`. A
+            # `type` that is no string is left to fail as a broken delta, as `decode_hook` has it.
+            if tag is None or (isinstance(tag, str) and tag not in _DELTA_TAGS):
+                return {**obj, "delta": None}
         return obj
 
     def finish(self, event: MessageEvent, obj: dict[str, Any]) -> MessageEvent:
@@ -481,7 +490,7 @@ class MessagesApi(TypedEventApi[MessageEvent, Message]):
         body = item.to_dict()
         error = item.error
         return StreamAPIError(
-            error.message or "the server sent an error event",
+            error.message or item.message or "the server sent an error event",
             raw=msgspec.json.encode(body).decode(),
             body=body,
             type=error.type,

@@ -1034,13 +1034,17 @@ class ResponsesApi(TypedEventApi[ResponseEvent, Response]):
         return None
 
     def error(self, item: ResponseEvent) -> StreamAPIError:
-        raw = msgspec.json.encode(item.to_dict()).decode()
+        try:
+            body: dict[str, Any] | None = item.to_dict()
+        except RecursionError:  # JSON nested deeper than `to_dict` walks: the stream's `raw` still has it
+            body = None
+        raw = "" if body is None else msgspec.json.encode(body).decode()
         if isinstance(item, ResponseFailedEvent):
             error = item.response.error or ResponseError()
             return StreamAPIError(
                 error.message or "the response failed",
                 raw=raw,
-                body=item.to_dict(),
+                body=body,
                 code=error.code,
                 type="response.failed",
             )
@@ -1049,7 +1053,7 @@ class ResponsesApi(TypedEventApi[ResponseEvent, Response]):
         return StreamAPIError(
             message or "the server sent an error event",
             raw=raw,
-            body=item.to_dict(),
+            body=body,
             code=code,
             type=type or "error",
             param=param,
