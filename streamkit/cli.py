@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import signal
+import socket
 import sys
+from collections.abc import Callable, Iterator
+from types import FrameType
 
 from streamkit import chat
 from streamkit.bench import cli as bench_cli
 from streamkit.server.app import ServerConfig
 from streamkit.server.faults import Faults, Timing
-from streamkit.server.local import MODEL_NAME, LocalModel, LocalModelUnavailable
-from streamkit.server.runner import start_server
+from streamkit.server.local import MODEL_NAME, LocalModel
+from streamkit.server.runner import ServerThread
 
 __all__ = ["main"]
+
+# What stops `serve`: Ctrl-C, and a supervisor's or a script's stop.
+STOPS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,43 +48,84 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
 
 
-def _serve_config(args: argparse.Namespace) -> ServerConfig:
+def _serve_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ServerConfig:
     spec = [args.timing]
     for name in ("ttft", "tps", "tokens_per_chunk", "jitter", "tokens"):
         value = getattr(args, name)
         if value is not None:
             spec.append(f"{name}={value}")
-    return ServerConfig(
-        host=args.host,
-        port=args.port,
-        model=args.model,
-        api_key=args.api_key,
-        timing=Timing.parse(",".join(spec)),
-        faults=Faults.parse(args.fault),
-        trace=args.trace,
-    )
-
-
-async def _serve(config: ServerConfig) -> None:
-    server = await start_server(config)
-    print(f"streamkit serve: {config.model} at {server.base_url} (Ctrl-C to stop)", flush=True)
     try:
-        await asyncio.Event().wait()
-    finally:
-        await server.aclose()
+        return ServerConfig(
+            host=args.host,
+            port=args.port,
+            model=args.model,
+            api_key=args.api_key,
+            timing=Timing.parse(",".join(spec)),
+            faults=Faults.parse(args.fault),
+            trace=args.trace,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
-def _serve_local(args: argparse.Namespace) -> int:
-    try:
-        with LocalModel(args.host, args.port) as model:
-            print(f"streamkit serve: {MODEL_NAME} at {model.base_url} (Ctrl-C to stop)", flush=True)
-            with contextlib.suppress(KeyboardInterrupt):
-                signal.pause()
-    except (LocalModelUnavailable, RuntimeError) as exc:
-        print(f"streamkit serve: {exc}", file=sys.stderr)
-        return 1
+def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Serve until the first stop (SIGINT or SIGTERM); returns the exit status: 0 once stopped, 1 if the
+    server could not start, 2 for bad options.
+
+    A stop interrupts nothing: it is recorded, and acted on once the server has started. So a stop at any
+    moment, start-up included, exits 0 with whatever had started stopped; one during the local model's load
+    takes effect when the load ends (about a second; at most `streamkit.server.local.STARTUP_SECONDS`). Only
+    a stop that comes before this function runs, while Python and streamkit are still being imported, ends
+    the process as the signal does by default."""
+    with _stops() as wait_for_stop:
+        server: LocalModel | ServerThread
+        if args.model == MODEL_NAME:
+            server = LocalModel(args.host, args.port)
+        else:
+            server = ServerThread(_serve_config(args, parser))
+        try:
+            server.start()
+            print(f"streamkit serve: {args.model} at {server.base_url} (Ctrl-C to stop)", flush=True)
+            wait_for_stop()
+        except (OSError, RuntimeError) as exc:  # a port in use; the local model missing or failing to load
+            print(f"streamkit serve: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            server.stop()
     print("streamkit serve: stopped", file=sys.stderr)
     return 0
+
+
+@contextlib.contextmanager
+def _stops() -> Iterator[Callable[[], None]]:
+    """Record SIGINT and SIGTERM, for the rest of the process, rather than be interrupted by them (a signal
+    that the process was started to ignore stays ignored, as a background job ignores Ctrl-C). Yields
+    `wait_for_stop()`, which returns at once if a stop came already, else at the first one.
+
+    A stop is recorded by the signal's C-level handler, which writes its number to the wakeup fd, a socket
+    here; the Python handler does nothing. A stop raised as KeyboardInterrupt would cut short whatever the
+    process was doing, even an unfinished `Popen` of the local model (leaving its server with no one to stop
+    it); and a wait by `signal.pause()` would sleep through a stop that came just before it."""
+    wakeup, ring = socket.socketpair()
+    with wakeup, ring:
+        ring.setblocking(False)
+        previous = signal.set_wakeup_fd(ring.fileno(), warn_on_full_buffer=False)
+        try:
+            for stop in STOPS:
+                if signal.getsignal(stop) is not signal.SIG_IGN:
+                    signal.signal(stop, _recorded)
+
+            def wait_for_stop() -> None:
+                while wakeup.recv(1)[0] not in STOPS:
+                    pass
+
+            yield wait_for_stop
+        finally:
+            signal.set_wakeup_fd(previous)
+
+
+def _recorded(signum: int, frame: FrameType | None) -> None:
+    """A stop's Python handler: nothing to do, the wakeup fd has it (see `_stops`)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     bench_cli.add_parser(sub)
     _serve_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args, parser)
     # A stop from a supervisor or a script (SIGTERM) unwinds like Ctrl-C, so that the local model's server
     # process and open streams are closed rather than orphaned.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -97,18 +145,6 @@ def main(argv: list[str] | None = None) -> int:
         return chat.run(args)
     if args.command == "bench":
         return bench_cli.run(args)
-    if args.command == "serve" and args.model == MODEL_NAME:
-        return _serve_local(args)
-    if args.command == "serve":
-        try:
-            config = _serve_config(args)
-        except ValueError as exc:
-            parser.error(str(exc))
-        try:
-            asyncio.run(_serve(config))
-        except KeyboardInterrupt:
-            print("streamkit serve: stopped", file=sys.stderr)
-        return 0
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -14,6 +14,15 @@ from streamkit.server.app import ServerConfig, ServerStats, create_app
 
 __all__ = ["RunningServer", "ServerProcess", "ServerThread", "start_server"]
 
+# How long a stopping server lets the streams still open run on before it cancels them (aiohttp waits up to
+# twice this). A stop means now: aiohttp's own default, a minute, would let one stalled stream hold it.
+SHUTDOWN_GRACE_SECONDS = 0.1
+# How long `ServerProcess` waits for `streamkit serve` to print its URL, and for it to exit once told to
+# stop before it is killed. It starts in well under a second and stops at once; a machine busy with other
+# work needs far more, and a server that never answers must not hang its caller.
+START_SECONDS = 60.0
+STOP_SECONDS = 10.0
+
 
 class RunningServer:
     """A server listening on loopback; `base_url` is what a client's `base_url` should be."""
@@ -40,10 +49,19 @@ async def start_server(config: ServerConfig | None = None) -> RunningServer:
     """Start the server in the running event loop (port 0 picks a free port)."""
     config = config or ServerConfig()
     stats = ServerStats()
-    runner = web.AppRunner(create_app(config, stats), access_log=None, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, backlog=4096, reuse_address=True)
-    await site.start()
+    runner = web.AppRunner(
+        create_app(config, stats),
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+    )
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, config.host, config.port, backlog=4096, reuse_address=True)
+        await site.start()
+    except BaseException:  # a port in use: nothing is left half started
+        await runner.cleanup()
+        raise
     port = runner.addresses[0][1]
     return RunningServer(runner, stats, config, port)
 
@@ -80,11 +98,18 @@ class ServerThread:
         return self.server.stats
 
     def start(self) -> ServerThread:
+        """Start the server; raises what `start_server` raises (OSError for a port in use), with the thread
+        stopped."""
         self._thread.start()
-        self._server = asyncio.run_coroutine_threadsafe(start_server(self.config), self._loop).result()
+        try:
+            self._server = asyncio.run_coroutine_threadsafe(start_server(self.config), self._loop).result()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
+        """Stop the server and its thread. Idempotent."""
         if self._server is not None:
             asyncio.run_coroutine_threadsafe(self._server.aclose(), self._loop).result()
             self._server = None
@@ -107,26 +132,53 @@ class ServerProcess:
 
     with ServerProcess() as base_url:
         ...
+
+    Entering raises RuntimeError if the server does not print its URL within `START_SECONDS`. Leaving stops
+    it (SIGTERM, then SIGKILL after `STOP_SECONDS`) and reaps it; so does a failed start.
     """
 
     def __init__(self, *args: str) -> None:
         self._args = args  # more `streamkit serve` options
         self._process: subprocess.Popen[str] | None = None
 
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "streamkit.cli", "serve", "--port", "0", *self._args]
+
     def __enter__(self) -> str:
-        command = [sys.executable, "-m", "streamkit.cli", "serve", "--port", "0", *self._args]
-        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        assert self._process.stdout is not None
-        line = self._process.stdout.readline()  # "streamkit serve: scripted at http://127.0.0.1:PORT/v1 ..."
-        if " at " not in line:
+        process = self._process = subprocess.Popen(self._command(), stdout=subprocess.PIPE, text=True)
+        try:
+            # "streamkit serve: scripted at http://127.0.0.1:PORT/v1 (Ctrl-C to stop)"
+            line = _first_line(process, START_SECONDS)
+            if " at " not in line:
+                raise RuntimeError(f"streamkit serve did not start: {line!r}")
+        except BaseException:
             self.__exit__()
-            raise RuntimeError(f"streamkit serve did not start: {line!r}")
+            raise
         return line.split(" at ")[1].split()[0]
 
     def __exit__(self, *exc: object) -> None:
         process, self._process = self._process, None
-        if process is not None:
+        if process is None:
+            return
+        try:
             process.terminate()
-            process.wait()
-            if process.stdout is not None:
-                process.stdout.close()
+            try:
+                process.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        finally:
+            assert process.stdout is not None
+            process.stdout.close()
+
+
+def _first_line(process: subprocess.Popen[str], timeout: float) -> str:
+    """The first line `process` prints, or "" if none comes within `timeout` seconds. It is read in a thread,
+    which ends when the process's output does."""
+    stdout = process.stdout
+    assert stdout is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return lines[0] if lines else ""

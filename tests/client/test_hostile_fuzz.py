@@ -1,15 +1,20 @@
 """A valid streamed answer, mutated at random (bytes flipped, inserted, deleted, the body cut short, the
 writes split, the connection closed or reset at any point): every call still ends within its limits, with a
-`ChatCompletion` or a `StreamkitError`, and an error raised once the head arrived carries `.partial`."""
+`ChatCompletion` or a `StreamkitError`, and an error raised once the head arrived carries `.partial`.
+
+Each run explores inputs of its own: it draws a seed, which a failure prints, and `STREAMKIT_FUZZ_SEED=<seed>`
+plays that run's inputs again."""
 
 from __future__ import annotations
 
+import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator
 
 import anyio
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 import streamkit
@@ -46,6 +51,7 @@ FRAMINGS = {
 }
 LIMITS = streamkit.Timeout(connect=1, idle=0.2, total=3)
 GUARD = 20.0
+SEED = int(os.environ.get("STREAMKIT_FUZZ_SEED") or secrets.randbits(32))
 
 KINDS = ["flip", "insert", "delete", "truncate"]
 mutation = st.tuples(st.sampled_from(KINDS), st.integers(0), st.binary(min_size=1, max_size=1))
@@ -91,6 +97,12 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
+def replay(request: pytest.FixtureRequest) -> None:
+    """A failure, of the property or of a check after it, prints how to play this run's inputs again."""
+    request.node.add_report_section("setup", "seed", f"replay: STREAMKIT_FUZZ_SEED={SEED}")
+
+
+@pytest.fixture(autouse=True)
 async def nothing_left(hostile_server: HostileServer, anyio_backend_name: str) -> AsyncIterator[None]:
     async with no_leaks(hostile_server, anyio_backend_name):
         yield
@@ -99,10 +111,10 @@ async def nothing_left(hostile_server: HostileServer, anyio_backend_name: str) -
 @settings(
     max_examples=60,
     deadline=None,
-    derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+@seed(SEED)
 @given(script=scripts())
 async def test_any_mutation_ends_in_an_answer_or_a_streamkit_error(
     hostile_server: HostileServer, transport: str, script: Script
