@@ -5,6 +5,10 @@ With no endpoint configured (no `--base-url` or `--api-key`, and no `OPENAI_BASE
 for messages no `ANTHROPIC_BASE_URL` or `ANTHROPIC_API_KEY`), it starts the embedded default: the local
 SmolLM2 model where the `local` extra is installed, else the scripted model, with a one-line notice. Either
 is a real HTTP server on loopback that speaks all four APIs, stopped when the command exits.
+
+What an endpoint sends is printed without its terminal controls (`streamkit.terminal`): a hostile or
+compromised endpoint could otherwise write the clipboard (OSC 52), retitle the window or clear the screen.
+`--raw` keeps the answer on stdout as it came.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +36,7 @@ from streamkit.server.faults import Timing
 from streamkit.server.local import MODEL_NAME, LocalModel, LocalModelUnavailable
 from streamkit.server.runner import ServerThread
 from streamkit.streams import Stream
+from streamkit.terminal import TerminalSanitizer, sanitized
 
 __all__ = ["add_parser", "run"]
 
@@ -73,6 +79,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     chat.add_argument("--stats", action="store_true", help="print TTFT, tokens, tokens/s to stderr")
     chat.add_argument("--suffix", help="text after the completion (completions)")
     chat.add_argument("--echo", action="store_true", help="echo the prompt (completions)")
+    chat.add_argument(
+        "--raw",
+        action="store_true",
+        help="print the answer as it came, terminal controls included (for pipes)",
+    )
+
+
+# What JSON leaves unescaped that a terminal reads as a control: DEL and C1 (json escapes C0 itself).
+_JSON_CONTROL = re.compile("[\x7f-\x9f]")
 
 
 @dataclass
@@ -154,27 +169,43 @@ def _finish(final: object) -> str:
 
 
 class _Printer:
-    """Writes answers to stdout as they arrive, and notes to stderr, dimmed on a terminal unless NO_COLOR."""
+    """Writes answers to stdout as they arrive, and notes to stderr, dimmed on a terminal unless NO_COLOR.
 
-    def __init__(self, out: TextIO, err: TextIO) -> None:
+    The answer loses its terminal controls unless `raw`, whether stdout is a terminal or not: a pipe may
+    end in one too (`| less -R`, `| tee`, a file shown later), and what is on the other side cannot be
+    seen from here; `--raw` is the explicit way to keep the bytes. Notes and errors on stderr, which a
+    person reads, lose them always. JSON is not stripped but escaped, which changes no value.
+    """
+
+    def __init__(self, out: TextIO, err: TextIO, *, raw: bool = False) -> None:
         self.out = out
         self.err = err
+        self.raw = raw
         self.color = err.isatty() and "NO_COLOR" not in os.environ
 
     def note(self, text: str) -> None:
+        text = sanitized(text)
         print(f"\x1b[2m{text}\x1b[0m" if self.color else text, file=self.err, flush=True)
+
+    def error(self, text: str) -> None:
+        """Writes `text` as one line, without terminal controls."""
+        print(" ".join(sanitized(text).split()), file=self.err, flush=True)
 
     async def stream(self, stream: Stream[Any, Any], args: argparse.Namespace) -> None:
         async with stream:
             if args.json:
                 final = await stream.get_final()
-                print(json.dumps(final.to_dict(), ensure_ascii=False, indent=2), file=self.out, flush=True)
+                text = json.dumps(final.to_dict(), ensure_ascii=False, indent=2)
+                # json escapes C0 but not DEL and C1; escaped, they are the same JSON.
+                text = _JSON_CONTROL.sub(lambda control: f"\\u{ord(control[0]):04x}", text)
+                print(text, file=self.out, flush=True)
             else:
                 labelled = (args.n or 1) > 1
                 if labelled:
                     print("[choice 0]", file=self.out, flush=True)
+                answer = None if self.raw else TerminalSanitizer()
                 async for text in stream.text_deltas():
-                    self.out.write(text)
+                    self.out.write(text if answer is None else answer.feed(text))
                     self.out.flush()
                 final = await stream.get_final()
                 others: list[tuple[int, str | None]]
@@ -185,7 +216,8 @@ class _Printer:
                 else:
                     others = []
                 for index, body in others:
-                    print(f"\n[choice {index}]\n{body or ''}", end="", file=self.out)
+                    body = (body or "") if self.raw else sanitized(body or "")
+                    print(f"\n[choice {index}]\n{body}", end="", file=self.out)
                 print(file=self.out, flush=True)
         if args.stats:
             metrics = stream.metrics
@@ -202,15 +234,14 @@ class _Printer:
 
 
 def _describe(error: StreamkitError) -> str:
-    """One line: status, type and message; never the key (the client redacts it)."""
+    """Status, type and message; never the key (the client redacts it)."""
     parts = []
     if isinstance(error, APIStatusError):
         parts.append(str(error.status_code))
     if isinstance(error, APIError) and error.type:
         parts.append(error.type)
     head = " ".join(parts) or type(error).__name__
-    message = " ".join(error.message.split())
-    return f"streamkit chat: error: {head}: {message}"
+    return f"streamkit chat: error: {head}: {error.message}"
 
 
 async def _one(args: argparse.Namespace, endpoint: _Endpoint, prompt: str, printer: _Printer) -> None:
@@ -248,12 +279,12 @@ async def _repl(args: argparse.Namespace, endpoint: _Endpoint, printer: _Printer
             try:
                 await printer.stream(await conversation.send(line), args)
             except StreamkitError as exc:
-                print(_describe(exc), file=printer.err, flush=True)
+                printer.error(_describe(exc))
 
 
 def run(args: argparse.Namespace) -> int:
     """Run `streamkit chat`; returns the exit status."""
-    printer = _Printer(sys.stdout, sys.stderr)
+    printer = _Printer(sys.stdout, sys.stderr, raw=args.raw)
     prompt = args.prompt
     interactive = prompt is None and sys.stdin.isatty()
     if prompt is None and not interactive:
@@ -265,10 +296,10 @@ def run(args: argparse.Namespace) -> int:
             else:
                 asyncio.run(_one(args, endpoint, prompt or "", printer))
     except StreamkitError as exc:
-        print(_describe(exc), file=sys.stderr, flush=True)
+        printer.error(_describe(exc))
         return 1
     except (RuntimeError, ValueError) as exc:
-        print(f"streamkit chat: error: {exc}", file=sys.stderr, flush=True)
+        printer.error(f"streamkit chat: error: {exc}")
         return 1
     except KeyboardInterrupt:
         print(file=sys.stdout, flush=True)

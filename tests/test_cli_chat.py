@@ -1,4 +1,4 @@
-"""`streamkit chat` as a user runs it: a subprocess against the built-in server."""
+"""`streamkit chat` as a user runs it: a subprocess against the built-in server, or a hostile one."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import select
 import subprocess
 import sys
 import time
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from streamkit.server import Faults, ServerConfig, ServerThread, Timing
+from tests.client.webapp import serving
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +233,88 @@ def test_a_model_list_that_cannot_be_had_is_one_line_without_the_key(slow_server
         f"streamkit chat: error: could not list the models at {slow_server.base_url} (AuthenticationError: "
         "Incorrect API key provided.); pass --model\n"
     )
+
+
+# A hostile endpoint's answer, its sequences cut across deltas: an OSC 52 clipboard write, a screen clear, a
+# title (ended by ST, cut between its ESC and backslash), CRLF, 8-bit CSI and OSC, and a lone ESC at the end.
+HOSTILE_DELTAS = ["Hello ", "\x1b]52;c;", "ZXZpbA==\x07", "world \x1b[2", "J\x1b]0;pwned\x1b", "\\ end\r\n",
+                  "\x9b31", "mred\x9d0;t\x9c", " 😀 ok\x1b"]  # fmt: skip
+HOSTILE_SHOWN = "Hello world  end\nred 😀 ok"
+
+
+def hostile_chunk(delta: dict[str, str], finish_reason: str | None = None, index: int = 0) -> bytes:
+    choice = {"index": index, "delta": delta, "finish_reason": finish_reason}
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [choice]}
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+async def hostile_chat(request: web.Request) -> web.Response:
+    """Streams HOSTILE_DELTAS, as each of `n` choices, with a title in the finish reason; to the prompt
+    "fail", an error whose message and type hold sequences."""
+    body = await request.json()
+    if body["messages"][-1]["content"] == "fail":
+        error = {
+            "message": "bad \x1b]52;c;ZXZpbA==\x07request\x1b[2J\r\nagain",
+            "type": "invalid\x9b2J_request",
+        }
+        return web.json_response({"error": error}, status=400)
+    chunks = []
+    for index in range(body.get("n", 1)):
+        chunks.append(hostile_chunk({"role": "assistant", "content": ""}, index=index))
+        chunks += [hostile_chunk({"content": delta}, index=index) for delta in HOSTILE_DELTAS]
+        chunks.append(hostile_chunk({}, "\x1b]0;pwned\x07stop", index))
+    chunks.append(b"data: [DONE]\n\n")
+    return web.Response(body=b"".join(chunks), content_type="text/event-stream")
+
+
+@pytest.fixture(scope="module")
+def hostile_url() -> Iterator[str]:
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", hostile_chat)
+    with serving(("127.0.0.1", app)) as (port,):
+        yield f"http://127.0.0.1:{port}/v1"
+
+
+def chat_with(base_url: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    command = [sys.executable, "-m", "streamkit.cli", "chat", "--base-url", base_url, "--api-key", "k",
+               "--model", "m", *args]  # fmt: skip
+    return subprocess.run(command, capture_output=True, timeout=60)
+
+
+def shows_a_control(output: bytes) -> bool:
+    """Whether a terminal would act on some of `output` rather than show it: C0 but newline and tab, DEL,
+    C1 (as Unicode classes them)."""
+    return any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in output.decode())
+
+
+def test_a_hostile_answer_reaches_the_terminal_without_its_controls(hostile_url: str) -> None:
+    result = chat_with(hostile_url, "--stats", "Hi")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == HOSTILE_SHOWN + "\n"
+    assert not shows_a_control(result.stderr) and "finish_reason stop" in result.stderr.decode()
+
+
+def test_every_choice_reaches_the_terminal_without_its_controls(hostile_url: str) -> None:
+    result = chat_with(hostile_url, "-n", "2", "Hi")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == f"[choice 0]\n{HOSTILE_SHOWN}\n[choice 1]\n{HOSTILE_SHOWN}\n"
+
+
+def test_raw_keeps_the_answer_as_it_came(hostile_url: str) -> None:
+    result = chat_with(hostile_url, "--raw", "Hi")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == "".join(HOSTILE_DELTAS) + "\n"
+
+
+def test_json_escapes_every_control_and_keeps_the_text(hostile_url: str) -> None:
+    result = chat_with(hostile_url, "--json", "Hi")
+    assert result.returncode == 0, result.stderr
+    assert not shows_a_control(result.stdout)
+    assert json.loads(result.stdout)["choices"][0]["message"]["content"] == "".join(HOSTILE_DELTAS)
+
+
+@pytest.mark.parametrize("raw", [[], ["--raw"]])
+def test_a_hostile_error_is_one_line_without_its_controls(hostile_url: str, raw: list[str]) -> None:
+    result = chat_with(hostile_url, *raw, "fail")
+    assert result.returncode == 1 and result.stdout == b""
+    assert result.stderr.decode() == "streamkit chat: error: 400 invalid_request: bad request again\n"
