@@ -3,6 +3,7 @@ merging, and accuracy against the built-in server's known timing."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import itertools
@@ -36,10 +37,12 @@ from streamkit.bench import (
     run_load,
     summarize,
 )
+from streamkit.bench import cli as bench_cli
 from streamkit.bench.report import merge_results, result_json, table
 from streamkit.bench.runner import RunResult, merge_parts, send_one
 from streamkit.protocols import CHAT, COMPLETIONS
 from streamkit.server import ServerProcess, ServerThread
+from streamkit.streams import Stream
 from streamkit.transports.mock import MockResponse, MockTransport
 
 FIXTURES = Path(__file__).parent / "fixtures" / "openai"
@@ -572,6 +575,55 @@ def test_cli_against_a_server_with_output_plot_and_merge(timed_server: str, tmp_
     assert merged.returncode == 0, merged.stderr
     assert json.loads((tmp_path / "m.json").read_text())["completed"] == 40
     assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def run_bench(*argv: str) -> int:
+    """`streamkit bench` with these arguments, in this process (so that a test can patch the client)."""
+    parser = argparse.ArgumentParser()
+    bench_cli.add_parser(parser.add_subparsers())
+    return bench_cli.run(parser.parse_args(["bench", *argv]))
+
+
+def break_one_stream(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:
+    """The third stream read raises `exc` after its first item: as the client's code might raise on an
+    answer it did not foresee (a `retry:` field of 5,000 digits raised ValueError), or Ctrl-C does."""
+    get_final = Stream.get_final
+    calls = itertools.count()
+
+    async def breaking(self: Stream[Any, Any]) -> Any:
+        if next(calls) == 2:
+            await anext(self)
+            raise exc
+        return await get_final(self)
+
+    monkeypatch.setattr(Stream, "get_final", breaking)
+
+
+def test_any_exception_of_a_request_is_its_failure_and_the_run_goes_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    break_one_stream(monkeypatch, ValueError("Exceeds the limit (4300 digits) for integer string conversion"))
+    out, lines = tmp_path / "run.json", tmp_path / "requests.jsonl"
+    with ServerThread() as server:
+        status = run_bench("--base-url", server.base_url, "--model", "scripted", "--num-requests", "6",
+                           "--concurrency", "2", "--no-calibrate", "--loop", "asyncio", "--output", str(out),
+                           "--save-requests", str(lines))  # fmt: skip
+    assert status == 0
+    result = json.loads(out.read_text())
+    assert (result["completed"], result["failed"]) == (5, 1)
+    assert result["streamkit"]["failures"] == {"ValueError": 1}
+    assert result["errors"] == ["Exceeds the limit (4300 digits) for integer string conversion"]
+    failed = [r for r in map(json.loads, lines.read_text().splitlines()) if not r["ok"]]
+    assert [r["error"] for r in failed] == ["ValueError"] and failed[0]["token_times"]  # with what arrived
+
+
+def test_ctrl_c_in_a_request_still_stops_the_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    break_one_stream(monkeypatch, KeyboardInterrupt())
+    out = tmp_path / "run.json"
+    with ServerThread() as server:
+        status = run_bench("--base-url", server.base_url, "--model", "scripted", "--num-requests", "6",
+                           "--no-calibrate", "--loop", "asyncio", "--output", str(out))  # fmt: skip
+    assert status == 130 and not out.exists()
 
 
 def test_cli_duration_stops_sending_in_time(timed_server: str, tmp_path: Path) -> None:

@@ -5,16 +5,20 @@ the run measures itself: the suite runs on a busy 2-core machine."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import ipaddress
 import json
 import logging
 import math
 import os
+import pickle
 import re
 import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,7 @@ from typing import Any
 import pytest
 
 from streamkit.bench import BenchRequest, LoadConfig, RequestRecord, generated_requests, run_load
-from streamkit.bench.ray import RAY_INSTALL, ActorInfo, RayBench, time_bound
+from streamkit.bench.ray import RAY_INSTALL, ActorInfo, RayBench, _one_line, _started_with, time_bound
 from streamkit.bench.report import result_json, table
 from streamkit.bench.runner import RunResult, merge_parts
 from streamkit.protocols import CHAT
@@ -30,6 +34,7 @@ from streamkit.server import ServerProcess
 
 HI = [{"role": "user", "content": "Hi"}]
 TOKENS = 20
+NODE_KEY = "node-key-0123456789"  # the key in the environment of the runtime's node
 # The command as a user runs it, without an endpoint of the environment's: the built-in server is the one.
 ENV = {k: v for k, v in os.environ.items() if k not in ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
 
@@ -40,16 +45,18 @@ def requests(n: int) -> list[BenchRequest]:
 
 @pytest.fixture(scope="module")
 def ray_runtime() -> Iterator[Any]:
-    """A local Ray runtime for the module: 2 logical CPUs (one per actor), no dashboard, a small store."""
+    """A local Ray runtime for the module: 2 logical CPUs (one per actor), no dashboard, a small store; on
+    loopback, as the bench starts one, and its node has NODE_KEY in the provider's variable."""
     ray = pytest.importorskip("ray", reason=f"the `ray` extra: {RAY_INSTALL}")
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=100 * 1024**2,
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-    )
+    with _started_with({"OPENAI_API_KEY": NODE_KEY}):
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=100 * 1024**2,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
     yield ray
     ray.shutdown()
 
@@ -254,6 +261,118 @@ def test_cli_on_a_local_ray_runtime(tmp_path: Path) -> None:
     assert set(result["streamkit"]["calibration_ms"]) == {"ttft_p50", "ttft_p99", "late_p50", "late_p99"}
 
 
+class RunSpy:
+    """An actor's handle whose `run` calls are recorded, with their arguments, and then made."""
+
+    def __init__(self, handle: Any, calls: list[tuple[Any, ...]]) -> None:
+        self.handle, self._calls = handle, calls
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.handle, name)
+
+    @property
+    def run(self) -> Any:
+        def remote(*args: Any) -> Any:
+            self._calls.append(args)
+            return self.handle.run.remote(*args)
+
+        return types.SimpleNamespace(remote=remote)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(("key", "where"), [(NODE_KEY, "environment"), ("driver-key-0123456789", "argument")])
+def test_the_key_goes_to_no_actor_whose_node_holds_it(ray_runtime: Any, key: str, where: str) -> None:
+    """An actor whose node holds the run's key takes it from there, and is sent none; one whose node holds
+    another key (or none) receives it with its share. Either way the server, which requires it, has it."""
+    with ServerProcess("--api-key", key, "--tokens", str(TOKENS)) as url, RayBench() as bench:
+        config = LoadConfig(base_url=url, model="scripted", api_key=key, concurrency=2)
+        bench.place(2)
+        calls: list[tuple[Any, ...]] = []
+        for actor in bench.actors:
+            actor.handle = RunSpy(actor.handle, calls)
+        try:
+            result = bench.run(config, requests(8))
+        finally:
+            for actor in bench.actors:
+                actor.handle = actor.handle.handle
+    assert [r.error for r in result.records] == [None] * 8
+    assert [a.key for a in bench.actors] == [where] * 2
+    assert [a["key"] for a in result_json(result)["streamkit"]["ray"]["actors"]] == [where] * 2
+    assert len(calls) == 2 and (key.encode() in pickle.dumps(calls)) == (where == "argument")
+
+
+def descendants(root: int) -> set[int]:
+    """The process `root` and every process under it (by /proc: Linux only)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    found, more = {root}, {root}
+    while more:
+        more = {pid for pid, parent in parents.items() if parent in found} - found
+        found |= more
+    return found
+
+
+def listening(pids: set[int]) -> set[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
+    """The addresses and ports where these processes listen for TCP connections (by /proc: Linux only)."""
+    sockets = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        sockets.add(target[len("socket:[") : -1])
+    found = set()
+    for kind in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{kind}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in sockets:  # 0A: LISTEN
+                # The address as 32-bit words, each in the host's byte order; the port in hexadecimal
+                address, port = fields[1].split(":")
+                raw = bytes.fromhex(address)
+                words = [raw[i : i + 4] for i in range(0, len(raw), 4)]
+                ip = ipaddress.ip_address(
+                    b"".join(w[::-1] if sys.byteorder == "little" else w for w in words)
+                )
+                found.add((ip, int(port, 16)))
+    return found
+
+
+def is_loopback(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the listening sockets from /proc")
+def test_a_local_runtime_listens_on_loopback_and_its_actors_inherit_the_key(tmp_path: Path) -> None:
+    """`--ray` alone: nothing of the run listens beyond this machine, and the key reaches the actors through
+    their environment, never with the load."""
+    pytest.importorskip("ray", reason=f"the `ray` extra: {RAY_INSTALL}")
+    key, out = "cli-key-0123456789", tmp_path / "ray.json"
+    with ServerProcess("--api-key", key, "--tokens", str(TOKENS)) as url:
+        command = [sys.executable, "-m", "streamkit.cli", "bench", "--ray", "--workers", "2",
+                   "--base-url", url, "--api-key", key, "--model", "scripted", "--concurrency", "2",
+                   "--num-requests", "8", "--no-calibrate", "--output", str(out)]  # fmt: skip
+        stderr = tmp_path / "stderr"
+        with (
+            stderr.open("w") as err,
+            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env=ENV) as bench,
+        ):
+            addresses = set()
+            while bench.poll() is None:  # Ray's processes listen from their start to the run's end
+                addresses |= listening(descendants(bench.pid))
+                time.sleep(0.2)
+    assert bench.returncode == 0, stderr.read_text()
+    # The GCS, the raylet, the actors' workers, Ray's agents: each on loopback
+    assert len(addresses) >= 3 and all(is_loopback(ip) for ip, _ in addresses), addresses
+    result = json.loads(out.read_text())
+    assert result["completed"] == 8  # the server, which requires the key, had it from every actor
+    assert [a["key"] for a in result["streamkit"]["ray"]["actors"]] == ["environment"] * 2
+
+
 # Without Ray
 
 
@@ -286,6 +405,12 @@ def test_a_run_refuses_actors_the_load_would_leave_idle() -> None:
         bench.run(config, requests(40))
     with pytest.raises(ValueError, match=re.escape("keeps only 3 busy (3 requests): place 3")):
         bench.run(dataclasses.replace(config, concurrency=None, rate=10.0), requests(3))
+
+
+def test_ray_error_lines_and_the_address_keep_no_credentials() -> None:
+    error = RuntimeError("Traceback (most recent call last):\n  ...\nConnectError: http://alice:pw@host/v1")
+    assert _one_line(error) == "ConnectError: http://host/v1"
+    assert RayBench("ray://alice:pw@head:10001").summary()["address"] == "ray://head:10001"
 
 
 def test_without_ray_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from streamkit.bench.metrics import RequestRecord, Slo
+from streamkit.bench.redact import public
 from streamkit.bench.report import load_result, merge_results, plot, result_json, save_requests, table
 from streamkit.bench.runner import (
     LoadConfig,
     RunResult,
     calibrate,
+    key_variable,
     run_in_loop,
     run_load,
     run_workers,
@@ -185,12 +187,12 @@ def _run(args: argparse.Namespace, slo: Slo | None, extra: dict[str, Any]) -> in
     base_url = args.base_url or os.environ.get(f"{provider}_BASE_URL")
     if base_url and not args.base_url and provider == "ANTHROPIC":
         base_url = base_url.rstrip("/") + "/v1"  # Anthropic's base URLs have no /v1: its SDK adds it
-    api_key = args.api_key or os.environ.get(f"{provider}_API_KEY")
+    api_key = args.api_key or os.environ.get(key_variable(args.api))
     if args.ray not in (None, LOCAL) and base_url is None:
         # The built-in server listens on this machine's loopback, which a cluster's nodes cannot reach.
         return _fail(
             f"--ray {args.ray} needs --base-url: the built-in server serves this machine only (on a cluster, "
-            "run `streamkit serve --host 0.0.0.0` on a node and pass its URL)"
+            "run `streamkit serve --host 0.0.0.0 --api-key KEY` on a node and pass its URL and --api-key KEY)"
         )
     ray_bench = None
     with contextlib.ExitStack() as stack:
@@ -198,7 +200,9 @@ def _run(args: argparse.Namespace, slo: Slo | None, extra: dict[str, Any]) -> in
             from streamkit.bench.ray import RayBench
 
             address = None if args.ray == LOCAL else args.ray
-            ray_bench = stack.enter_context(RayBench(address, local_cpus=args.workers))
+            # A local runtime's processes inherit the key from their start, so it never crosses Ray.
+            environ = {key_variable(args.api): api_key} if api_key else {}
+            ray_bench = stack.enter_context(RayBench(address, local_cpus=args.workers, environ=environ))
         if base_url is None:
             base_url = stack.enter_context(ServerThread(ServerConfig())).base_url
             print(
@@ -277,13 +281,14 @@ def listed_model(
         async with AsyncClient(base_url=base_url, api_key=api_key, transport=transport) as client:
             return [model.id for model in await client.models.list(provider=provider)]
 
+    shown = public(base_url or "the default endpoint")
     try:
         names = asyncio.run(models())
     except StreamkitError as exc:
-        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
-        raise RuntimeError(f"could not list the models at {base_url} ({reason}); pass --model") from None
+        reason = public(" ".join(f"{type(exc).__name__}: {exc}".split()))
+        raise RuntimeError(f"could not list the models at {shown} ({reason}); pass --model") from None
     if not names:
-        raise RuntimeError(f"{base_url}/models lists no model; pass --model")
+        raise RuntimeError(f"{shown}/models lists no model; pass --model")
     return names[0]
 
 

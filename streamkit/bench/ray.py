@@ -11,6 +11,11 @@ An actor that dies, stops answering, or outlives the run's time bound is reporte
 records are kept and the result is marked partial. Ray is imported inside the functions here, so streamkit
 works without it.
 
+A local runtime started here listens on loopback only. The run's key goes to no actor whose node holds it in
+the provider's variable (`OPENAI_API_KEY`, ...): a local runtime's processes inherit it from their start,
+and a cluster's nodes may have it set. Ray's runtime environments are no way to send it: Ray logs their
+variables, on every node.
+
     with RayBench(address=None) as bench:   # None: a local Ray runtime of its own; else ray.init(address)
         bench.place(2)
         calibration = bench.calibrate()
@@ -20,21 +25,27 @@ works without it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import hmac
+import importlib
 import math
 import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
 
+from streamkit.bench.redact import public
 from streamkit.bench.runner import (
     LoadConfig,
     RunResult,
     _worker,
     calibrate,
+    key_variable,
     merge_parts,
     run_in_loop,
     split,
@@ -57,6 +68,10 @@ JOIN_TIMEOUT = 10.0
 """Seconds to reach a cluster's address before Ray is asked to join it."""
 GRACE = 60.0
 """Added to a run's own time bound: the actors' start, the transfer of their records."""
+# Ray's processes listen on their node's address, and Ray puts a node on loopback where it takes the machine
+# for a single-machine runtime: its default on macOS and Windows, and elsewhere where the variable
+# RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is 0, which Ray reads into this constant when it is imported.
+SINGLE_MACHINE = ("ray._private.ray_constants", "ENABLE_RAY_CLUSTER")
 
 
 def _ray() -> Any:
@@ -69,12 +84,44 @@ def _ray() -> Any:
 
 
 def _one_line(exc: BaseException) -> str:
-    """A Ray error in one line: its last line says why (Ray's own are several lines long)."""
+    """A Ray error in one line: its last line says why (Ray's own are several lines long), with no URL's
+    credentials."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     text = lines[-1] if lines else type(exc).__name__
     if "No module named 'streamkit'" in str(exc):
         text = "streamkit is not installed on that node (install the same version as the driver's)"
-    return text[:300]
+    return public(text)[:300]
+
+
+@contextlib.contextmanager
+def _started_with(environ: Mapping[str, str]) -> Iterator[None]:
+    """A local Ray runtime started meanwhile is on loopback only (SINGLE_MACHINE), and its processes, hence
+    its actors, inherit `environ`. This process's environment, and Ray's constant, are as they were after."""
+    module, name = SINGLE_MACHINE
+    try:
+        constants = vars(importlib.import_module(module))
+    except ImportError:  # a Ray that has moved it: the test of the local runtime's addresses says so
+        constants = {}
+    cluster = constants.get(name)
+    saved = {key: os.environ.get(key) for key in environ}
+    os.environ.update(environ)
+    if name in constants:
+        constants[name] = False
+    try:
+        yield
+    finally:
+        if name in constants:
+            constants[name] = cluster
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _proof(key: str, nonce: bytes) -> str:
+    """What shows that one holds `key` without showing the key: its HMAC of `nonce`."""
+    return hmac.new(key.encode(), nonce, hashlib.sha256).hexdigest()
 
 
 def _reachable(address: str, timeout: float = JOIN_TIMEOUT) -> None:
@@ -117,6 +164,12 @@ class BenchActor:
         """The client's floor on this node (`runner.calibrate`), on an event loop of the `loop` kind."""
         return await asyncio.to_thread(lambda: run_in_loop(calibrate(), loop))
 
+    async def key_proof(self, variable: str, nonce: bytes) -> str | None:
+        """The proof (`_proof`) of the key in this node's environment variable `variable`; None where it is
+        not set. The driver learns whether the node holds the run's key; the key crosses Ray neither way."""
+        key = os.environ.get(variable)
+        return None if key is None else _proof(key, nonce)
+
     async def run(self, config: LoadConfig, requests: Sequence[BenchRequest], worker: int) -> dict[str, Any]:
         """Run this worker's share as one `--workers` process would (`runner._worker`), on an event loop of
         the `config.loop` kind in a thread, and return its records: the same dict as a worker process's."""
@@ -145,6 +198,9 @@ class ActorInfo:
     status: str = "ok"
     """`ok`, `died`, `failed` (its run raised), `lost` (no answer) or `late` (past the run's time bound)."""
     error: str = ""
+    key: str = ""
+    """Where the actor took the run's key from: `environment` (its node's variable held that key, which was
+    not sent), `argument` (sent with its share of the load), or empty (the run has none)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -158,6 +214,7 @@ class ActorInfo:
             "uncertainty_ms": None if math.isnan(self.uncertainty) else self.uncertainty * 1000,
             "status": self.status,
             "error": self.error,
+            "key": self.key or None,
         }
 
 
@@ -188,6 +245,9 @@ class RayBench:
     address: str | None = None
     local_cpus: int | None = None
     """The logical CPUs of a local runtime started here: at least the actors' count (each takes one)."""
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """Variables that a local runtime started here has in its processes' environment, from their start: the
+    run's key, under its provider's variable, so that it never crosses Ray. A cluster's nodes have theirs."""
     placement_timeout: float = PLACEMENT_TIMEOUT
     clock_skew: Mapping[int, float] = field(default_factory=dict)
     """Tests only: actor i's clock reads this many seconds ahead, as another node's may."""
@@ -211,7 +271,8 @@ class RayBench:
                 _reachable(self.address)
                 options.update(address=self.address)
             try:
-                ray.init(**options)
+                with _started_with(self.environ) if self.address is None else contextlib.nullcontext():
+                    ray.init(**options)
             except (OSError, ValueError, RuntimeError) as exc:
                 where = f"join the Ray cluster at {self.address}" if self.address else "start Ray"
                 raise RuntimeError(f"could not {where}: {_one_line(exc)}") from None
@@ -318,10 +379,12 @@ class RayBench:
         if len(shares) < len(self.actors):
             why = worker_limit(config, len(requests))[1]
             raise ValueError(f"{len(self.actors)} Ray actors are placed, but {why}: place {len(shares)}")
-        running = {
-            actor.handle.run.remote(c, r, actor.worker): actor
-            for actor, (c, r) in zip(self.actors, shares, strict=True)
-        }
+        self._find_key(config)
+        running = {}
+        for actor, (share, part) in zip(self.actors, shares, strict=True):
+            if actor.key == "environment":  # without a key, the client reads the provider's variable
+                share = replace(share, api_key=None)
+            running[actor.handle.run.remote(share, part, actor.worker)] = actor
         bound = max(time_bound(c, len(r)) for c, r in shares) + GRACE
         deadline = time.monotonic() + bound
         pings: dict[int, tuple[Any, float]] = {}  # by worker: a clock call in flight, and when it was sent
@@ -362,6 +425,26 @@ class RayBench:
         result.ray = self.summary()
         return result
 
+    def _find_key(self, config: LoadConfig) -> None:
+        """Which actors' nodes hold the run's key in its provider's variable (`OPENAI_API_KEY`, ...), as each
+        proves for a fresh nonce (`BenchActor.key_proof`): those take it from there (`ActorInfo.key`), the
+        others receive it with their share. Raises RuntimeError when an actor does not answer."""
+        if config.api_key is None:
+            for actor in self.actors:
+                actor.key = ""
+            return
+        ray = _ray()
+        nonce = os.urandom(32)
+        calls = [actor.handle.key_proof.remote(key_variable(config.api), nonce) for actor in self.actors]
+        try:
+            proofs = ray.get(calls, timeout=PING_TIMEOUT)
+        except ray.exceptions.RayError as exc:
+            raise RuntimeError(f"the Ray actors did not answer: {_one_line(exc)}") from None
+        expected = _proof(config.api_key, nonce)
+        for actor, proof in zip(self.actors, proofs, strict=True):
+            held = proof is not None and hmac.compare_digest(proof, expected)
+            actor.key = "environment" if held else "argument"
+
     def _fail(self, actor: ActorInfo, status: str, why: str) -> None:
         actor.status, actor.error = status, why
         where = f" on node {actor.ip}" if actor.ip else ""
@@ -382,7 +465,7 @@ class RayBench:
             node["actors"].append(actor.name)
         known = [a.uncertainty for a in self.actors if not math.isnan(a.uncertainty)]
         return {
-            "address": self.address or "local",
+            "address": public(self.address) if self.address else "local",
             "nodes": list(nodes.values()),
             "actors": [actor.to_dict() for actor in self.actors],
             "max_uncertainty_ms": max(known) * 1000 if known else None,

@@ -24,6 +24,7 @@ from streamkit.bench.metrics import (
     percentile_name,
     summarize,
 )
+from streamkit.bench.redact import public
 from streamkit.bench.runner import RunResult, merge_parts
 
 __all__ = ["flags", "load_result", "merge_results", "plot", "result_json", "table"]
@@ -87,13 +88,17 @@ def result_json(
     calibration: Mapping[str, float] | None = None,
     capped: bool = True,
 ) -> dict[str, Any]:
-    """The result file: vLLM's `vllm bench serve` fields, then streamkit's own under `streamkit`."""
+    """The result file: vLLM's `vllm bench serve` fields, then streamkit's own under `streamkit`. The base URL
+    of `settings` is kept without its credentials (`redact.public`)."""
     summary = summarize(result.records, result.duration, slo)
     ok = [r for r in result.records if r.ok]
+    settings = dict(settings or {})
+    if isinstance(settings.get("base_url"), str):
+        settings["base_url"] = public(settings["base_url"])  # never the URL's password or key
     out: dict[str, Any] = {
         "date": _date(result.start_wall),
         "backend": "streamkit",
-        **dict(settings or {}),
+        **settings,
         "duration": summary.duration,
         "completed": summary.completed,
         "failed": summary.failed,
@@ -300,12 +305,24 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
     ttfts = [r.ttft * 1000 for r in ok if r.ttft is not None]
     itls = [v * 1000 for r in ok for v in (r.itl if r.itl is not None else r.icl)]
     over_time = [(r.t0, r.ttft * 1000) for r in ok if r.ttft is not None]
+    title = _title(result)
     if path.suffix == ".html":
-        path.write_text(_html(ttfts, itls, over_time), encoding="utf-8")
+        path.write_text(_html(title, ttfts, itls, over_time), encoding="utf-8")
     elif path.suffix == ".png":
-        _png(ttfts, itls, over_time, path)
+        _png(title, ttfts, itls, over_time, path)
     else:
         raise ValueError(f"--plot needs a .html or .png file, not {path.name}")
+
+
+def _title(result: Mapping[str, Any]) -> str:
+    """The plots' title: the model and the endpoint where the result names them, the URL without its
+    credentials."""
+    title = "streamkit bench"
+    if result.get("model"):
+        title += f": {result['model']}"
+    if result.get("base_url"):
+        title += f" at {public(str(result['base_url']))}"
+    return title
 
 
 def _empty_svg(title: str) -> str:
@@ -356,10 +373,11 @@ def _scatter_svg(points: list[tuple[float, float]], title: str) -> str:
     )
 
 
-def _html(ttfts: list[float], itls: list[float], over_time: list[tuple[float, float]]) -> str:
+def _html(title: str, ttfts: list[float], itls: list[float], over_time: list[tuple[float, float]]) -> str:
+    title = html.escape(title)
     return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>streamkit bench</title></head><body>"
-        "<h1>streamkit bench</h1>"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head><body>"
+        f"<h1>{title}</h1>"
         + _histogram_svg(ttfts, "TTFT")
         + _histogram_svg(itls, "ITL")
         + _scatter_svg(over_time, "TTFT (ms) by send time (s)")
@@ -367,7 +385,9 @@ def _html(ttfts: list[float], itls: list[float], over_time: list[tuple[float, fl
     )
 
 
-def _png(ttfts: list[float], itls: list[float], over_time: list[tuple[float, float]], path: Path) -> None:
+def _png(
+    title: str, ttfts: list[float], itls: list[float], over_time: list[tuple[float, float]], path: Path
+) -> None:
     try:
         import matplotlib
 
@@ -384,6 +404,7 @@ def _png(ttfts: list[float], itls: list[float], over_time: list[tuple[float, flo
     axes[1].set_title("ITL (ms)")
     axes[2].scatter([p[0] for p in over_time], [p[1] for p in over_time], s=4)
     axes[2].set_title("TTFT (ms) by send time (s)")
+    figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path)
+    figure.savefig(path, metadata={"Title": title})
     plt.close(figure)

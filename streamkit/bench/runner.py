@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import streamkit
 from streamkit.bench.metrics import RequestRecord, describe, span
+from streamkit.bench.redact import public
 from streamkit.bench.workload import BenchRequest, Share, arrival_times, dealt
 from streamkit.protocols import APIS
 from streamkit.protocols.chat import ChatCompletion
@@ -32,6 +33,7 @@ __all__ = [
     "RunResult",
     "calibrate",
     "event_loop",
+    "key_variable",
     "run_in_loop",
     "run_load",
     "run_workers",
@@ -65,6 +67,12 @@ class LoadConfig:
     transport: str = "aiohttp"
     loop: str = "auto"
     """The event loop of each process: `uvloop`, `asyncio`, or `auto` (uvloop where it is installed)."""
+
+
+def key_variable(api: str) -> str:
+    """The environment variable that holds the key of the API's provider: `OPENAI_API_KEY`, or
+    `ANTHROPIC_API_KEY` for `messages`."""
+    return f"{APIS[api].provider.upper()}_API_KEY"
 
 
 @dataclass
@@ -225,8 +233,9 @@ def record_stream(
 async def send_one(
     client: streamkit.AsyncClient, config: LoadConfig, request: BenchRequest, t_sched: float, origin: float
 ) -> RequestRecord:
-    """Send one streamed request and record it; errors are recorded, not raised. The stream is read to its
-    end without the bench touching its items: the stream's own stamps and aggregate are all it needs."""
+    """Send one streamed request and record it: any Exception it raises is recorded, by its class name and
+    message (with no URL's credentials), not raised. The stream is read to its end without the bench
+    touching its items: the stream's own stamps and aggregate are all it needs."""
     record = RequestRecord(t_sched=t_sched, t0=perf_counter() - origin, input_len=request.input_len)
     api = APIS[config.api]
     stream: Stream[Any, Any] | None = None
@@ -239,12 +248,14 @@ async def send_one(
             stream = await client.stream(api, api.ask_usage({"model": config.model, **request.body}))
             async with stream:
                 final = await stream.get_final()
-    except streamkit.StreamkitError as exc:  # first: streamkit's timeouts are TimeoutErrors too
+    except Exception as exc:
+        # Any exception is this request's failure, by its class name, and the run goes on: a StreamkitError,
+        # or whatever else one request raises (a bug, or an answer the client did not foresee). Cancellation
+        # and Ctrl-C are no Exception: they stop the run.
+        if isinstance(exc, TimeoutError) and not isinstance(exc, streamkit.StreamkitError):
+            exc = streamkit.TotalTimeout("the request took longer than the total timeout")  # asyncio's limit
         record.error = type(exc).__name__
-        record.error_message = str(exc)[:200]
-    except TimeoutError:
-        record.error = streamkit.TotalTimeout.__name__
-        record.error_message = "the request took longer than the total timeout"
+        record.error_message = public(str(exc))[:200]  # cut after: a cut URL might hide its `@`
     if stream is not None:
         limit = request.body.get("max_tokens", request.body.get("max_completion_tokens"))
         record_stream(record, stream, origin, limit if isinstance(limit, int) else None, final)
