@@ -9,6 +9,9 @@ The merge rules of `ChatCompletionAccumulator`:
 - `content`, `refusal`, `reasoning_content`, `reasoning` and tool-call `function.arguments` are concatenated.
 - `role`, a tool call's `id`, `type` and `function.name` are set once: a repeat never doubles them, and an
   empty string does not count as set.
+- A tool-call fragment without `index` (some servers send each call whole) goes to the first call that took
+  its id; a new id starts a call (at the number of calls so far), and no id continues the call with the
+  highest index. Each is found in O(1), however many calls came before.
 - Logprob lists are extended.
 - `finish_reason`: the last non-null value wins; a later null never clears it.
 - `usage`: the last chunk that carries usage wins; a chunk without usage never erases it.
@@ -246,18 +249,18 @@ class Header:
 
 
 class _ToolCallParts:
-    __slots__ = ("arguments", "id", "index", "name", "type")
+    __slots__ = ("arguments", "id", "index", "name", "order", "type")
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, order: int = 0) -> None:
         self.index = index
+        self.order = order  # how many calls of its choice came before it
         self.id: str | None = None
         self.type: str | None = None
         self.name: str | None = None
         self.arguments: list[str] = []
 
     def add(self, delta: ToolCall) -> None:
-        if delta.id and self.id is None:
-            self.id = delta.id
+        """Merge a fragment, but for its `id`, which `_ChoiceParts.add_tool_call` sets."""
         if delta.type and self.type is None:
             self.type = delta.type
         function = delta.function
@@ -284,7 +287,9 @@ class _ChoiceParts:
         "reasoning_content",
         "refusal",
         "role",
+        "tool_call_ids",
         "tool_calls",
+        "top_tool_call",
     )
 
     def __init__(self, index: int) -> None:
@@ -295,6 +300,10 @@ class _ChoiceParts:
         self.reasoning_content: list[str] = []
         self.reasoning: list[str] = []
         self.tool_calls: dict[int, _ToolCallParts] = {}
+        # For fragments without an index, found in O(1) whatever the number of calls: each id's first call,
+        # in order of arrival, and the highest index.
+        self.tool_call_ids: dict[str, _ToolCallParts] = {}
+        self.top_tool_call = 0
         self.function_call: _ToolCallParts | None = None
         self.finish_reason: str | None = None
         self.logprobs_content: list[TokenLogprob] | None = None
@@ -303,15 +312,27 @@ class _ChoiceParts:
     def add_tool_call(self, delta: ToolCall) -> None:
         calls = self.tool_calls
         index = delta.index
+        call_id = delta.id
         if index is None:
-            # Some servers send each call whole, without an index: a new id starts a new call, and a
-            # fragment without an id continues the last one.
-            index = next((c.index for c in calls.values() if delta.id and c.id == delta.id), None)
-            if index is None:
-                index = len(calls) if delta.id or not calls else max(calls)
+            # Some servers send each call whole, without an index: a known id goes to its call, a new id
+            # starts a new call, and a fragment without an id continues the last one (the highest index).
+            known = self.tool_call_ids.get(call_id) if call_id else None
+            if known is not None:
+                index = known.index
+            elif call_id or not calls:
+                index = len(calls)
+            else:
+                index = self.top_tool_call
         parts = calls.get(index)
         if parts is None:
-            parts = calls[index] = _ToolCallParts(index)
+            if not calls or index > self.top_tool_call:
+                self.top_tool_call = index
+            parts = calls[index] = _ToolCallParts(index, len(calls))
+        if call_id and parts.id is None:
+            parts.id = call_id
+            known = self.tool_call_ids.get(call_id)
+            if known is None or parts.order < known.order:
+                self.tool_call_ids[call_id] = parts
         parts.add(delta)
 
     def build(self) -> Choice:

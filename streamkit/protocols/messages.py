@@ -295,7 +295,10 @@ class _BlockParts:
         elif isinstance(delta, SignatureDelta):
             self.signature = delta.signature
         elif isinstance(delta, CitationsDelta) and delta.citation is not None:
-            self.citations = [*(self.citations or []), delta.citation]
+            if self.citations is None:
+                self.citations = [delta.citation]
+            else:
+                self.citations.append(delta.citation)  # the block's own list: no copy per citation
 
     def build(self) -> ContentBlock:
         if self.stopped is not None:

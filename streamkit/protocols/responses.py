@@ -16,8 +16,9 @@ All of them decode.
 
 The merge rules of `ResponseAccumulator`:
 
-- Output items are keyed by `output_index`, or by `item_id` where a server omits the index; content parts
-  by `content_index` (0 where omitted), reasoning summary parts by `summary_index`.
+- Output items are keyed by `output_index`, or by `item_id` where a server omits the index (an event with
+  neither goes to the latest item, and a new item goes after the highest index), each found in O(1); content
+  parts by `content_index` (0 where omitted), reasoning summary parts by `summary_index`.
 - Text, refusal, reasoning text and summary deltas, and the argument deltas of function, custom-tool and MCP
   calls (and code-interpreter code) are concatenated.
 - A `*.done` event, or `response.output_item.done`, gives the full value, which replaces what the deltas
@@ -776,7 +777,7 @@ class ResponseAccumulator:
     `snapshot` is the response so far, at any point.
     """
 
-    __slots__ = ("_by_id", "_by_index", "_error", "_events", "_last", "_response", "_terminal")
+    __slots__ = ("_by_id", "_by_index", "_error", "_events", "_last", "_response", "_terminal", "_top")
 
     def __init__(self) -> None:
         self._response: Response | None = None  # the latest lifecycle event's
@@ -784,6 +785,7 @@ class ResponseAccumulator:
         self._error: ResponseError | None = None  # from an `error` event
         self._by_index: dict[int, _ItemParts] = {}
         self._by_id: dict[str, _ItemParts] = {}
+        self._top = -1  # the highest output_index, kept so that no event scans the items (-1: none yet)
         self._events = 0
         # The part the last text delta went to, by its (output_index, item_id, content_index): the deltas of
         # one part come in a run, and need not be looked up one by one. Forgotten when items change.
@@ -822,12 +824,14 @@ class ResponseAccumulator:
         elif item_id is not None:
             parts = self._by_id.get(item_id)
         elif self._by_index:
-            parts = self._by_index[max(self._by_index)]  # neither index nor id: the latest item
+            parts = self._by_index[self._top]  # neither index nor id: the latest item
         if parts is None:
             self._last = None
             if output_index is None:
-                output_index = max(self._by_index, default=-1) + 1
+                output_index = self._top + 1
             item: Any = make(id=item_id)
+            if not self._by_index or output_index > self._top:
+                self._top = output_index
             parts = self._by_index[output_index] = _ItemParts(output_index, item)
             if item_id is not None:
                 self._by_id[item_id] = parts
@@ -858,7 +862,10 @@ class ResponseAccumulator:
             delta = event.delta
             part.text.pieces.append(delta)
             if event.logprobs:
-                part.logprobs = (part.logprobs or []) + event.logprobs
+                if part.logprobs is None:
+                    part.logprobs = list(event.logprobs)  # the part's own list, extended in place
+                else:
+                    part.logprobs += event.logprobs
                 return TOKEN | COUNTED if delta else 0
             return TOKEN if delta else 0
         self._merge(event)
