@@ -39,7 +39,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from time import perf_counter
 from typing import Any, Literal, TypedDict, TypeVar, Unpack, cast, overload
@@ -52,6 +52,7 @@ import sniffio
 from streamkit._version import __version__
 from streamkit.errors import (
     APIStatusError,
+    ChunkDecodeError,
     ConnectError,
     ConnectTimeout,
     ProtocolError,
@@ -96,8 +97,9 @@ RETRY_STATUSES = frozenset({408, 409, 429})
 BACKOFF_START = 0.5  # seconds before the first retry, at most (full jitter)
 BACKOFF_CAP = 8.0
 RETRY_AFTER_CAP = 60.0  # a server asking for a longer wait gets its error raised instead
-# An error body or a page sent in place of a stream is read this far: enough for any JSON error, and for the
-# start of an HTML page to say what sent it.
+# What an error keeps of a body, in characters, as its `.body`, `.raw` or message: the first ERROR_BODY_LIMIT
+# of an error answer, enough for any JSON error, and of an answer that is not the JSON it should be; the first
+# RAW_PREVIEW of a page sent in place of a stream, enough for its start to say what sent it.
 ERROR_BODY_LIMIT = 64 * 1024
 RAW_PREVIEW = 1024
 # A request that fails on a stale pooled connection is sent again at once, and not counted as a retry (see
@@ -308,7 +310,9 @@ class AsyncClient:
             "openai": _openai_provider(api_key, base_url),
             "anthropic": _anthropic_provider(api_key, base_url),
         }
-        self._redactor = _redactor(p.key for p in self._providers.values() if p.key)
+        keys = [p.key for p in self._providers.values() if p.key]
+        self._redactor = _redactor(keys)
+        self._longest_key = max(map(len, keys), default=0)
         self.base_url = self._providers["openai"].base_url
         self.timeout = timeout
         self.max_retries = max_retries
@@ -339,6 +343,29 @@ class AsyncClient:
         """The text with each of the client's keys that stands in it as a whole token replaced by `***`."""
         redactor = self._redactor
         return text if redactor is None else redactor.sub("***", text)
+
+    def _shown(self, text: str, limit: int) -> str:
+        """The first `limit` characters of `text`, redacted (`_redact`), a key that begins within them and
+        runs past them replaced whole: cut first, its start would stay as it is, and redacted first, a key cut
+        at the end of `text` could move within them. `text` is whole, or runs on for the longest key past
+        `limit` (see `_readable`)."""
+        redactor = self._redactor
+        if redactor is None:
+            return text[:limit]
+        kept: list[str] = []
+        at = 0
+        for key in redactor.finditer(text, 0, limit + self._longest_key):
+            if key.start() >= limit:
+                break
+            kept += (text[at : key.start()], "***")
+            at = key.end()
+        kept.append(text[at:limit])
+        return "".join(kept)[:limit]
+
+    def _readable(self, limit: int) -> int:
+        """How many bytes of a body to read to show its first `limit` characters (`_shown`): up to four bytes
+        a character, as UTF-8 takes, for them and for a key that begins within them."""
+        return 4 * (limit + self._longest_key)
 
     def _build(
         self,
@@ -462,8 +489,8 @@ class AsyncClient:
         return replace(request, method=method, url=url, headers=headers, content=content)
 
     async def _status_error(self, response: HTTPResponse) -> APIStatusError:
-        raw = await _read_some(response, ERROR_BODY_LIMIT)
-        text = self._redact(raw.decode("utf-8", "replace"))
+        raw = await _read_some(response, self._readable(ERROR_BODY_LIMIT))
+        text = self._shown(raw.decode("utf-8", "replace"), ERROR_BODY_LIMIT)
         try:
             body: object = msgspec.json.decode(text)
         except (msgspec.DecodeError, RecursionError):
@@ -496,14 +523,22 @@ class AsyncClient:
     ) -> _FinalT:
         """Send a request with `stream=False` and return the API's final object."""
         request, timeout = self._build(api.provider, api.path, _json_body(body, options), options)
-        return api.final_from_json(await self._body(request, timeout))
+        return await self._body(request, timeout, api.final_from_json)
 
-    async def _body(self, request: Request, timeout: Timeout) -> bytes:
-        """Send a request (with retries) and read its whole 2xx answer, within `timeout.total`."""
+    async def _body(self, request: Request, timeout: Timeout, decode: Callable[[bytes], _FinalT]) -> _FinalT:
+        """Send a request (with retries), read its whole 2xx answer within `timeout.total`, and `decode` it.
+        A `ChunkDecodeError` from `decode` keeps the start of the answer, redacted, as `.raw` (`_shown`)."""
         total_deadline = None if timeout.total is None else anyio.current_time() + timeout.total
         response, _, _ = await self._open(request, total_deadline)
         with anyio.move_on_at(total_deadline if total_deadline is not None else math.inf):
-            return await _read_some(response, None)
+            body = await _read_some(response, None)
+            try:
+                return decode(body)
+            except ChunkDecodeError as exc:
+                exc.raw = self._shown(exc.raw, ERROR_BODY_LIMIT)
+                exc.message = self._redact(exc.message)
+                exc.args = (exc.message,)
+                raise
         raise TotalTimeout("the request took longer than the total timeout")
 
     async def _stream(
@@ -518,11 +553,11 @@ class AsyncClient:
         response, metrics, sent_loop = await self._open(request, total_deadline)
         content_type = response.headers.get("content-type")
         if content_type is not None and content_type.partition(";")[0].strip().lower() != "text/event-stream":
-            raw = (await _read_some(response, RAW_PREVIEW)).decode("utf-8", "replace")
+            raw = (await _read_some(response, self._readable(RAW_PREVIEW))).decode("utf-8", "replace")
             raise UnexpectedContentType(
                 f"expected a text/event-stream answer, got {content_type!r}",
                 content_type=content_type,
-                raw=self._redact(raw),
+                raw=self._shown(raw, RAW_PREVIEW),
             )
         first_token = timeout.first_token
         return stream_type(
@@ -940,7 +975,7 @@ class Models:
         query = dict(options.get("extra_query", {}))
         for _ in range(MAX_MODEL_PAGES):
             request, timeout = client._build(provider, "/models", None, {**options, "extra_query": query})
-            page = _ModelPage.from_json(await client._body(request, timeout))
+            page = await client._body(request, timeout, _ModelPage.from_json)
             models += page.data
             if not (page.has_more and page.last_id and page.data):
                 break

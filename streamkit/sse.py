@@ -28,11 +28,22 @@ import msgspec
 
 from streamkit.errors import SSEProtocolError
 
-__all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEDecoder", "ServerSentEvent"]
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "MAX_RETRY", "SSEDecoder", "ServerSentEvent"]
 
 # An LLM chunk is well under 1 KiB and even a large tool-call or logprobs chunk stays under 100 KiB, so 16 MiB
 # only stops a broken or hostile server from making the client buffer without end.
 DEFAULT_MAX_EVENT_SIZE = 16 * 1024 * 1024
+
+# The largest reconnection time `retry` takes, in ms: a signed 64-bit integer's, about 292 million years. A
+# longer run of digits is still a number the spec says to take, and the server's meaning (wait at least that
+# long) holds at the bound, where ignoring the line would keep an earlier, shorter time. Converting every
+# digit would cost time quadratic in their number, which is why Python refuses strings of over 4,300 digits.
+MAX_RETRY = 2**63 - 1
+# `feed_raw` remembers the type each `event: ` line names, as a stream repeats a few names again and again. A
+# server that sends a new one with every event would grow that memory without end, so the names kept are
+# bounded in number (forgotten all at once when full, then learnt again) and in length.
+TYPES_KEPT = 1024
+TYPE_LINE_KEPT = 256
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -57,9 +68,10 @@ def _sets_state(held: bytes) -> bool:
 class SSEDecoder:
     """Turns the bytes of an event stream into `ServerSentEvent`s (no I/O of its own).
 
-    `last_event_id` and `retry` (the reconnection time in ms last set by a valid `retry:` line, else None)
-    follow the spec. A line, or an event's data, longer than `max_event_size` bytes raises `SSEProtocolError`,
-    so memory stays bounded whatever the server sends.
+    `last_event_id` and `retry` (the reconnection time in ms last set by a valid `retry:` line, else None;
+    at most `MAX_RETRY`) follow the spec. A line, or an event's data, longer than `max_event_size` bytes
+    raises `SSEProtocolError`, so memory stays bounded whatever the server sends. No other exception comes out
+    of a field's value, whatever its bytes.
     """
 
     __slots__ = (
@@ -274,8 +286,14 @@ class SSEDecoder:
         return False
 
     def _type(self, line: bytes) -> str:
-        """The type an `event: ` line sets, remembered by its bytes."""
-        kind = self._types[line] = line[7:].decode("utf-8", "replace") or "message"
+        """The type an `event: ` line sets, remembered by its bytes (within `TYPES_KEPT` and
+        `TYPE_LINE_KEPT`)."""
+        kind = line[7:].decode("utf-8", "replace") or "message"
+        if len(line) <= TYPE_LINE_KEPT:
+            types = self._types
+            if len(types) >= TYPES_KEPT:
+                types.clear()
+            types[line] = kind
         return kind
 
     def _feed(self, data: bytes) -> list[ServerSentEvent]:
@@ -402,8 +420,10 @@ class SSEDecoder:
                 # "If the field value consists of only ASCII digits, then interpret the field value as an
                 # integer in base ten, and set the event stream's reconnection time to that integer.
                 # Otherwise, ignore the field."
+                # A value past `MAX_RETRY` is clamped to it: its first 20 digits, past any leading zeros,
+                # already say that, and no longer string is converted.
                 if value.isascii() and value.isdigit():
-                    self.retry = int(value)
+                    self.retry = min(int(value.lstrip("0")[:20] or "0"), MAX_RETRY)
             # "Otherwise: The field is ignored."
         return events
 

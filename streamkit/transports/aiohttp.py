@@ -4,6 +4,10 @@ One `ClientSession` over a `TCPConnector` with no connection cap (aiohttp's defa
 client can hold thousands of concurrent streams. `Request.idle` becomes aiohttp's `sock_read` limit, which
 covers the wait for the response head and every read of the body at no cost per read. `Request.connect` bounds
 opening a connection, and the wait for a free one where a session given by the caller caps its pool.
+
+aiohttp undoes a Content-Encoding itself, 64 KiB at a time from 3.13.3 on (each read whole before, which let a
+gzip bomb take gigabytes: CVE-2025-69223), so that the SSE decoder's event bound stops a bomb. The transport's
+own session keeps no cookies (`DummyCookieJar`); a session given by the caller keeps its own jar.
 """
 
 from __future__ import annotations

@@ -7,13 +7,24 @@ an event whose data buffer is empty (`event: x` or `id: 5` then a blank line), a
 are not only ASCII digits (`+5`), and decodes with the response's charset rather than always UTF-8.
 
 `Request.idle` becomes httpx's `read` limit, and `Request.connect` its `connect` and `pool` limits.
+
+A compressed body is undone here, not by httpx, which inflates each read whole: gzip and deflate grow up to a
+thousandfold, so one 64 KiB read of a gzip bomb would be 64 MiB at once. `_Inflater` hands on at most
+`INFLATE_LIMIT` bytes per read and keeps the rest compressed until the next, so the SSE decoder's event bound
+stops a bomb at a cost of a few MiB past it, as on aiohttp. The requests ask for gzip and deflate alone, and a
+body in another coding that httpx would decode in one piece (`br`, `zstd`) is refused with a `ReadError`.
+
+No cookies are kept: the transport's own client has a jar that stores none, so that no answer carries state
+into the next request. A client given by the caller keeps its own jar, as the caller set it up.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import http.cookiejar
 import ssl
+import zlib
 from collections.abc import AsyncIterator, Mapping
 
 import anyio
@@ -48,10 +59,112 @@ _MAPPING: tuple[tuple[type[Exception], type[StreamkitError], str], ...] = (
     # A body whose Content-Encoding lies (a gzip header on bytes that are not gzip): broken as a body
     # with a bad chunk size is, and so a `ReadError`, as aiohttp's ClientPayloadError is.
     (httpx.DecodingError, ReadError, "the body could not be decoded"),
+    (zlib.error, ReadError, "the body could not be decoded"),  # from `_Inflater`
     # UnsupportedProtocol (a base_url of ftp://, say), LocalProtocolError, ProxyError.
     (httpx.TransportError, ConnectError, "the request failed"),
     (httpx.InvalidURL, ConnectError, "invalid URL"),  # not an httpx.HTTPError
 )
+
+
+# The most bytes one read hands on from a compressed body: aiohttp's read size, which it inflates by too.
+INFLATE_LIMIT = 64 * 1024
+# The codings `_Inflater` undoes, which the requests ask for; httpx's default would add `br` and `zstd` where
+# their packages are installed.
+ACCEPT_ENCODING = "gzip, deflate"
+# Codings httpx decodes (with their packages) but only a whole read at a time: refused, not passed on as they
+# came, which would hand the SSE decoder compressed bytes. Any other coding httpx passes on as it came.
+REFUSED_CODINGS = frozenset({"br", "zstd"})
+
+
+class _Inflate:
+    """One gzip or deflate coding undone, at most `INFLATE_LIMIT` bytes at a time: what an input inflates to
+    beyond that waits, still compressed, for the next call."""
+
+    __slots__ = ("_first", "_zlib", "pending")
+
+    def __init__(self, coding: str) -> None:
+        self._zlib = zlib.decompressobj(zlib.MAX_WBITS | 16 if coding == "gzip" else zlib.MAX_WBITS)
+        self._first = coding == "deflate"  # the first byte of a `deflate` body is yet to come
+        # The last output stopped at the limit: the input already taken may have more to give, from
+        # `unconsumed_tail` or from inside zlib (a copy cut short, bits not yet decoded) where it took all the
+        # input. Left there, that would wait for the next network read: an event would too.
+        self.pending = False
+
+    def inflate(self, data: bytes) -> bytes:
+        """The next bytes from `data` (or, given none, from what is `pending`). Raises `zlib.error`."""
+        if self._first:
+            self._first = False
+            # `deflate` is zlib's format, whose first byte names deflate (8) in its low four bits; some
+            # servers send raw deflate, whose first byte never does. Taken as raw then, as aiohttp does.
+            if data[0] & 0x0F != 8:
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+        inflater = self._zlib
+        # What follows the compressed stream is ignored, as httpx does; zlib would keep it all, joined again
+        # at every read, in `unused_data`.
+        out = b"" if inflater.eof else inflater.decompress(data or inflater.unconsumed_tail, INFLATE_LIMIT)
+        self.pending = len(out) == INFLATE_LIMIT
+        return out
+
+    def flush(self) -> bytes:
+        """What is left once the input has ended and nothing is pending: no more than a window's worth."""
+        return self._zlib.flush()
+
+
+class _Inflater:
+    """A body's codings undone, in the reverse of the order they were applied, so that each read gives at most
+    `INFLATE_LIMIT` bytes however much its input inflates to: a coding with input pending gives its next piece
+    before any new input is taken, the last such coding first."""
+
+    __slots__ = ("_flushed", "_stages", "ended", "refused")
+
+    def __init__(self, codings: list[str], refused: str | None) -> None:
+        self._stages = [_Inflate(c) for c in codings]
+        self.refused = refused  # a coding that is not undone, and fails the body
+        self.ended = False  # the input has ended
+        self._flushed = 0  # how many codings are flushed, after the end of the input
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> _Inflater | None:
+        """What undoes the response's Content-Encoding; None where there is nothing to undo (`identity`,
+        or a coding httpx does not know either, which is passed on as it came, as httpx does)."""
+        if "content-encoding" not in response.headers:
+            return None
+        applied = response.headers.get_list("content-encoding", split_commas=True)
+        codings = [c.strip().lower() for c in reversed(applied)]
+        refused = next((c for c in codings if c in REFUSED_CODINGS), None)
+        codings = [c for c in codings if c in ("gzip", "deflate")]
+        return cls(codings, refused) if codings or refused else None
+
+    def take(self, data: bytes) -> bytes:
+        """The first bytes that new input gives (b"" when it gives none yet)."""
+        return self._through(0, data)
+
+    def more(self) -> bytes | None:
+        """The next bytes that input already taken gives, or None where it needs more input (or, once
+        `ended`, has given all)."""
+        stages = self._stages
+        for i in range(len(stages) - 1, -1, -1):
+            if stages[i].pending:
+                return self._through(i + 1, stages[i].inflate(b""))
+        if self.ended and self._flushed < len(stages):
+            self._flushed += 1
+            return self._through(self._flushed, stages[self._flushed - 1].flush())
+        return None
+
+    def _through(self, start: int, data: bytes) -> bytes:
+        for stage in self._stages[start:]:
+            if not data:
+                break
+            data = stage.inflate(data)
+        return data
+
+
+class _NoCookies(http.cookiejar.CookieJar):
+    """A cookie jar that keeps none: an API client must not carry state from one answer into the next
+    request."""
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
+        pass
 
 
 def _mapped(exc: Exception) -> StreamkitError | None:
@@ -63,19 +176,17 @@ def _mapped(exc: Exception) -> StreamkitError | None:
 
 
 class HttpxResponse:
-    __slots__ = ("_closed", "_decoder", "_ended", "_exit", "_raw", "_response")
+    __slots__ = ("_closed", "_exit", "_inflater", "_raw", "_response")
 
     def __init__(self, response: httpx.Response, exit: contextlib.AsyncExitStack) -> None:
         self._response = response
         self._exit = exit
-        # The body as `aiter_bytes` gives it: raw bytes, then httpx's own decoder for any Content-Encoding.
-        # Done here rather than by `aiter_bytes`, so that a body that fails to decode (a lying gzip header)
-        # leaves the chain of generators under `aiter_raw` in our hands, for `aclose` to finish: trio warns
-        # about any the garbage collector finds suspended.
+        # The body's raw bytes, its Content-Encoding undone here (`_Inflater`), a bounded piece at a time.
+        # Read from `aiter_raw` rather than `aiter_bytes` also so that a body that fails to decode (a lying
+        # gzip header) leaves the chain of generators under it in our hands, for `aclose` to finish: trio
+        # warns about any the garbage collector finds suspended.
         self._raw: AsyncIterator[bytes] = response.aiter_raw()
-        encoded = "content-encoding" in response.headers
-        self._decoder = response._get_content_decoder() if encoded else None
-        self._ended = False
+        self._inflater = _Inflater.of(response)
         self._closed = False
 
     @property
@@ -88,18 +199,26 @@ class HttpxResponse:
 
     async def read(self) -> bytes:
         try:
-            decoder = self._decoder
-            if decoder is None:
+            inflater = self._inflater
+            if inflater is None:
                 return await self._raw.__anext__()
-            while not self._ended:
-                try:
-                    data = decoder.decode(await self._raw.__anext__())
-                except StopAsyncIteration:
-                    self._ended = True
-                    return decoder.flush()
+            if inflater.refused is not None:
+                raise ReadError(
+                    f"the body could not be decoded: its Content-Encoding {inflater.refused!r} was not asked "
+                    f"for (Accept-Encoding: {ACCEPT_ENCODING})"
+                )
+            while True:
+                data = inflater.more()
+                if data is None:
+                    if inflater.ended:
+                        return b""
+                    try:
+                        data = inflater.take(await self._raw.__anext__())
+                    except StopAsyncIteration:
+                        inflater.ended = True  # `more` now flushes each coding in turn
+                        continue
                 if data:
                     return data
-            return b""
         except StopAsyncIteration:
             return b""
         except Exception as exc:
@@ -173,10 +292,14 @@ class HttpxTransport:
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=1000),
             timeout=None,
             verify=_tls_context(),
+            cookies=_NoCookies(),
         )
 
     async def send(self, request: Request) -> HttpxResponse:
         timeout = httpx.Timeout(None, connect=request.connect, pool=request.connect, read=request.idle)
+        headers = dict(request.headers)
+        if not any(name.lower() == "accept-encoding" for name in headers):
+            headers["Accept-Encoding"] = ACCEPT_ENCODING  # over the client's, which may ask for more
         stack = contextlib.AsyncExitStack()
         trace = _Trace()
         try:
@@ -187,7 +310,7 @@ class HttpxTransport:
                         request.method,
                         request.url,
                         content=request.content,
-                        headers=dict(request.headers),
+                        headers=headers,
                         timeout=timeout,
                         follow_redirects=False,  # the client follows them (`Transport`)
                         extensions={"trace": trace},
@@ -200,7 +323,7 @@ class HttpxTransport:
                         request.method,
                         request.url,
                         content=request.content,
-                        headers=request.headers,
+                        headers=headers,
                         timeout=timeout,
                         follow_redirects=False,
                         extensions={"trace": trace},

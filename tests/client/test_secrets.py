@@ -8,6 +8,7 @@ import pytest
 
 import streamkit
 from streamkit.bench.runner import LoadConfig
+from streamkit.client import ERROR_BODY_LIMIT, RAW_PREVIEW
 from streamkit.server import ServerConfig
 from streamkit.transports.base import Request
 from streamkit.transports.mock import MockResponse, MockTransport
@@ -127,3 +128,55 @@ async def test_an_error_inside_a_stream(api_key: str, shown: str | None) -> None
         "error": {"message": expected, "type": "invalid_request_error"}
     }
     assert (api_key in error.raw) is (shown is None)
+
+
+# A 1 MiB body that echoes the key all through, in 21-character pieces, so that both bounds (64 KiB and 1 KiB,
+# each 16 characters past a multiple of 21) end inside a key.
+ECHO = ("bad! " + KEY + " ") * ((1 << 20) // 21)
+
+
+@pytest.mark.parametrize(
+    ("status", "content_type", "call", "error_type", "limit"),
+    [
+        (400, "text/plain", "create", streamkit.BadRequestError, ERROR_BODY_LIMIT),
+        (503, "application/json", "create", streamkit.InternalServerError, ERROR_BODY_LIMIT),
+        (200, "application/json", "create", streamkit.ChunkDecodeError, ERROR_BODY_LIMIT),
+        (200, "application/json", "models", streamkit.ChunkDecodeError, ERROR_BODY_LIMIT),
+        (200, "text/html", "stream", streamkit.UnexpectedContentType, RAW_PREVIEW),
+    ],
+    ids=["status", "status-json", "stream-false", "models", "page"],
+)
+async def test_a_long_body_is_kept_only_in_part_and_redacted(
+    status: int, content_type: str, call: str, error_type: type[streamkit.StreamkitError], limit: int
+) -> None:
+    body = ECHO.encode()
+    pieces = [body[i : i + 4096] for i in range(0, len(body), 4096)]
+    transport = MockTransport(lambda request: MockResponse(status, pieces, {"content-type": content_type}))
+    client = streamkit.AsyncClient(base_url="http://x/v1", api_key=KEY, transport=transport, max_retries=0)
+    with pytest.raises(error_type) as caught:
+        if call == "models":
+            await client.models.list()
+        elif call == "stream":
+            await client.chat.completions.create(model="m", messages=HI, stream=True)
+        else:
+            await client.chat.completions.create(model="m", messages=HI)
+    error = caught.value
+    kept = getattr(error, "raw", None) or getattr(error, "body", None)
+    assert isinstance(kept, str) and kept.startswith("bad! *** bad! *** ") and len(kept) <= limit
+    # Neither the key nor its start, where a bound cut one, shows anywhere.
+    shown = [error.message, str(error), repr(error.args), kept, json.dumps(getattr(error, "body", None))]
+    assert not [text for text in shown if "sk-" in text]
+    assert len(error.message) <= limit + 100
+
+
+async def test_a_key_cut_where_reading_stopped_never_shows() -> None:
+    # A body of nothing but long keys: redacted whole, what was read shrinks forty-fold, and the key cut where
+    # reading stopped would come within the bound if the bound were applied after redacting.
+    key = "sk-proj-" + "k" * 156
+    body = (key + " ").encode() * ((1 << 20) // (len(key) + 1))
+    transport = MockTransport(lambda request: MockResponse(400, body, {"content-type": "text/plain"}))
+    client = streamkit.AsyncClient(base_url="http://x/v1", api_key=key, transport=transport, max_retries=0)
+    with pytest.raises(streamkit.BadRequestError) as caught:
+        await client.chat.completions.create(model="m", messages=HI)
+    assert isinstance(caught.value.body, str) and caught.value.body.startswith("*** *** ")
+    assert "sk-" not in caught.value.body and "sk-" not in caught.value.message
