@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import signal
 import socket
 import sys
@@ -33,7 +34,10 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         choices=["scripted", MODEL_NAME],
         help="the model to serve: scripted, or smollm2 (llama.cpp, the `local` extra)",
     )
-    serve.add_argument("--api-key", help="require this key as 'Authorization: Bearer ...'")
+    serve.add_argument(
+        "--api-key",
+        help="require this key on every model, as 'Authorization: Bearer ...' (x-api-key on /v1/messages)",
+    )
     serve.add_argument("--ttft", type=float, help="seconds before the first token")
     serve.add_argument("--tps", type=float, help="tokens per second after the first")
     serve.add_argument("--tokens-per-chunk", type=int, help="tokens in each chunk")
@@ -77,12 +81,21 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     takes effect when the load ends (about a second; at most `streamkit.server.local.STARTUP_SECONDS`). Only
     a stop that comes before this function runs, while Python and streamkit are still being imported, ends
     the process as the signal does by default."""
+    if args.api_key is not None and not (args.api_key and args.api_key.isprintable()):
+        parser.error("--api-key must be printable text on one line, as a header carries it")
     with _stops() as wait_for_stop:
         server: LocalModel | ServerThread
         if args.model == MODEL_NAME:
-            server = LocalModel(args.host, args.port)
+            server = LocalModel(args.host, args.port, api_key=args.api_key)
         else:
             server = ServerThread(_serve_config(args, parser))
+        if args.api_key is None and not _loopback(args.host):
+            print(
+                f"streamkit serve: warning: listening on {args.host} with no --api-key: anyone who can reach "
+                "the port can use the server",
+                file=sys.stderr,
+                flush=True,
+            )
         try:
             server.start()
             print(f"streamkit serve: {args.model} at {server.base_url} (Ctrl-C to stop)", flush=True)
@@ -94,6 +107,17 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             server.stop()
     print("streamkit serve: stopped", file=sys.stderr)
     return 0
+
+
+def _loopback(host: str) -> bool:
+    """Whether `host` is a loopback address or `localhost`, which only this machine can reach. Any other
+    name may resolve to an interface that others reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @contextlib.contextmanager

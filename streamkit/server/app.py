@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import hmac
 import json
 import random
 import time
@@ -27,10 +28,38 @@ from streamkit.server.apis.chat import SERVER_ERROR
 from streamkit.server.faults import Faults, Timing
 from streamkit.server.scripted import Frame, Plan, RequestError, answer
 
-__all__ = ["FAULT_HEADER", "SERVER_ERROR", "TIMING_HEADER", "ServerConfig", "ServerStats", "create_app"]
+__all__ = [
+    "BODIES_KEPT",
+    "BODIES_KEPT_BYTES",
+    "FAULT_HEADER",
+    "FAULT_KEYS_KEPT",
+    "MAX_BODY_BYTES",
+    "PEERS_KEPT",
+    "SERVER_ERROR",
+    "TIMING_HEADER",
+    "ServerConfig",
+    "ServerStats",
+    "create_app",
+]
 
 FAULT_HEADER = "x-streamkit-fault"
 TIMING_HEADER = "x-streamkit-timing"
+
+# The largest request body read (aiohttp's default, named): far more than any test's request, and what a
+# hostile one can make the server parse. Larger is refused with a 413 in the API's shape.
+MAX_BODY_BYTES = 1024 * 1024
+# The bodies of valid requests that `ServerStats.bodies` keeps, newest last: a test looks at the last few it
+# sent, and a shared server (the pytest fixture) serves many tests. At most this many, in at most this many
+# bytes of JSON all together: kept as sent, they cost what they weigh (100 parsed bodies of 1 MiB of small
+# JSON values took 2.4 GiB).
+BODIES_KEPT = 100
+BODIES_KEPT_BYTES = 4 * 1024 * 1024
+# The `status` faults' attempts are counted per key, the least recently used key forgotten beyond this many:
+# a test's retries of one key come close together, while a session's fixture serves thousands of keys.
+FAULT_KEYS_KEPT = 1024
+# The client ends of connections that `ServerStats.peers` keeps: enough for a test to count the connections
+# of a few calls (any one is forgotten beyond this many), never one per connection a server ever had.
+PEERS_KEPT = 1024
 
 HTML_PAGE = b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>Bad Gateway</body></html>"
 PARSE_ERROR = (
@@ -65,14 +94,48 @@ class ServerStats:
     requests: int = 0
     chunks: int = 0
     streams_open: int = 0
-    peers: set[object] = field(default_factory=set)  # the client ends of the connections that sent requests
-    bodies: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=100))
-    """The JSON bodies of the last 100 valid requests, newest last: what a test can assert was sent."""
+    peers: set[object] = field(default_factory=set)
+    """The client ends of the connections that sent requests: at most `PEERS_KEPT`, any one forgotten
+    beyond."""
     traces: dict[str, list[float]] | None = None
     """With tracing on (`ServerConfig.trace`): per answer id (a completion's or response's `id`),
     `time.perf_counter()` as each token-carrying event was handed to the connection: the ground truth a
     benchmark's measurements are checked against. No reader on this machine can have a token earlier."""
     attempts: collections.Counter[str] = field(default_factory=collections.Counter)
+    """The attempts of each `status` fault's key: the last `FAULT_KEYS_KEPT` keys used."""
+    _bodies: collections.deque[bytes] = field(default_factory=collections.deque, init=False, repr=False)
+    _bodies_size: int = field(default=0, init=False, repr=False)
+
+    @property
+    def bodies(self) -> list[dict[str, Any]]:
+        """The JSON bodies of the last valid requests, newest last: what a test can assert was sent. At most
+        `BODIES_KEPT` of them, in at most `BODIES_KEPT_BYTES` all together. A request that the server refuses
+        (its key, its checks, its bounds) is never kept; one that a `status` fault answers is. Each read
+        decodes them afresh."""
+        return [json.loads(raw) for raw in self._bodies]
+
+    def keep_body(self, raw: bytes) -> None:
+        """Keep the body of a valid request, forgetting the oldest beyond `BODIES_KEPT` or
+        `BODIES_KEPT_BYTES`."""
+        self._bodies.append(raw)
+        self._bodies_size += len(raw)
+        while len(self._bodies) > BODIES_KEPT or self._bodies_size > BODIES_KEPT_BYTES:
+            self._bodies_size -= len(self._bodies.popleft())
+
+    def count_attempt(self, key: str) -> int:
+        """Count one attempt of the `status` fault keyed `key`; returns its attempts so far. The least
+        recently used key is forgotten beyond `FAULT_KEYS_KEPT`."""
+        attempts = self.attempts
+        attempts[key] = attempts.pop(key, 0) + 1  # most recently used last
+        while len(attempts) > FAULT_KEYS_KEPT:
+            del attempts[next(iter(attempts))]
+        return attempts[key]
+
+    def add_peer(self, peer: object) -> None:
+        """Remember the client end of a connection that sent a request, at most `PEERS_KEPT` of them."""
+        if peer not in self.peers and len(self.peers) >= PEERS_KEPT:
+            self.peers.pop()
+        self.peers.add(peer)
 
 
 CONFIG_KEY = web.AppKey("config", ServerConfig)
@@ -99,17 +162,35 @@ class _Handler:
         return timing, faults
 
     def _authorize(self, request: web.Request, api: ServerApi) -> None:
+        """Raises `RequestError` (401) unless the server has no key or `request` carries it: as a Bearer
+        token, or, on an Anthropic API, as `x-api-key`."""
         key = self.config.api_key
         if key is None:
             return
-        given = request.headers.get("Authorization")
+        given = request.headers.get("Authorization", "")
         if api.provider == "anthropic" and "x-api-key" in request.headers:
             given = f"Bearer {request.headers['x-api-key']}"
-        if given != f"Bearer {key}":
+        # In constant time, so that how long a refusal takes says nothing of how much of the key was right.
+        # Bytes, as compare_digest takes str only in ASCII; surrogatepass encodes any str.
+        if not hmac.compare_digest(
+            given.encode("utf-8", "surrogatepass"), f"Bearer {key}".encode("utf-8", "surrogatepass")
+        ):
             raise RequestError(401, "Incorrect API key provided.", None, "invalid_api_key")
+
+    def _refused(self, request: web.Request) -> web.Response | None:
+        """For a path that serves the clients of every API (`/v1/models`, the trace): a 401 in OpenAI's shape
+        unless `request` carries the server's key in either provider's header; None when it may go on."""
+        try:
+            self._authorize(request, SERVER_APIS["messages"])
+        except RequestError as exc:
+            return self._error(SERVER_APIS["chat"], exc)
+        return None
 
     async def trace(self, request: web.Request) -> web.Response:
         """The token write times recorded so far, by answer id; `?clear=1` forgets them after."""
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
         traces = self.stats.traces or {}
         response = web.json_response(traces)
         if request.query.get("clear"):
@@ -117,11 +198,9 @@ class _Handler:
         return response
 
     async def models(self, request: web.Request) -> web.Response:
-        try:
-            # Either provider's key header: /v1/models serves the clients of every API.
-            self._authorize(request, SERVER_APIS["messages"])
-        except RequestError as exc:
-            return self._error(SERVER_APIS["chat"], exc)
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
         model = {"id": self.config.model, "object": "model", "created": 0, "owned_by": "streamkit"}
         return web.json_response({"object": "list", "data": [model]})
 
@@ -143,28 +222,32 @@ class _Handler:
 
     async def _serve(self, request: web.Request, api: ServerApi) -> web.StreamResponse:
         self.stats.requests += 1
-        self.stats.peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+        self.stats.add_peer(request.transport.get_extra_info("peername") if request.transport else None)
         try:
             self._authorize(request, api)
             timing, faults = self._settings(request, api)
-            raw = await request.read()
+            try:
+                raw = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise RequestError(
+                    413, f"The request body is larger than {MAX_BODY_BYTES} bytes.", None, "request_too_large"
+                ) from None
             try:
                 body = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
                 body = None
             if not isinstance(body, dict):
                 raise RequestError(400, PARSE_ERROR)
-            self.stats.bodies.append(body)
             script = api.parse_request(body, self.config.model)
             plan = api.render(script, answer(script, timing.tokens), timing.tokens_per_chunk)
         except RequestError as exc:
             return self._error(api, exc)
+        self.stats.keep_body(raw)
 
         if faults.stall_head:
             await asyncio.sleep(faults.stall_head)
         if faults.status is not None:
-            self.stats.attempts[faults.key] += 1
-            if self.stats.attempts[faults.key] <= faults.fail_times:
+            if self.stats.count_attempt(faults.key) <= faults.fail_times:
                 headers = {}
                 if faults.retry_after is not None:
                     headers["Retry-After"] = faults.retry_after
@@ -325,7 +408,7 @@ def create_app(config: ServerConfig | None = None, stats: ServerStats | None = N
     """The aiohttp.web application of the built-in server: each API of `streamkit.server.apis` under `/v1`."""
     config = config or ServerConfig()
     handler = _Handler(config, stats or ServerStats())
-    app = web.Application()
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[CONFIG_KEY] = config
     app[STATS_KEY] = handler.stats
     for api in SERVER_APIS.values():

@@ -5,10 +5,10 @@ The same syntax serves the command line (`streamkit serve --timing ... --fault .
 
 Timing: `ttft=S` (seconds before the first token), `itl=S` (seconds per token) or `tps=N` (tokens per second),
 `tokens_per_chunk=N`, `jitter=F` (each wait is scaled by a random factor in [1-F, 1+F]), `tokens=N` (the
-natural length of an answer), `events_per_write=N` (events sent together, up to N per write, until a wait: a
-firehose that lets a benchmark measure the client rather than the server), `write_bytes=N` (events sent
-together until they fill N bytes, or a wait comes: one big stream in 64 KiB writes, say, whose reads cut
-events anywhere).
+natural length of an answer, at most `MAX_ANSWER_TOKENS`), `events_per_write=N` (events sent together, up to
+N per write, until a wait: a firehose that lets a benchmark measure the client rather than the server),
+`write_bytes=N` (events sent together until they fill N bytes, or a wait comes: one big stream in 64 KiB
+writes, say, whose reads cut events anywhere).
 
 Faults: every fault comes in the form of the API that was called. "Events" are chunks for chat and legacy
 completions, and the typed events of the Responses and Messages APIs.
@@ -41,7 +41,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["Faults", "Timing"]
+__all__ = ["MAX_ANSWER_TOKENS", "Faults", "Timing"]
+
+# The longest answer, in tokens, that the scripted model writes (`tokens=N`). Each planned token costs about
+# 1 KiB of events until the answer is sent, so a million of them took gigabytes; 32,768 is longer than any
+# model's answer that a test or a benchmark plays, and costs tens of MiB.
+MAX_ANSWER_TOKENS = 32_768
 
 _ERROR_FORMS = ("object", "string", "event", "failed")  # each API takes some (`ServerApi.error_forms`)
 _FRAMINGS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
@@ -81,9 +86,19 @@ class Timing:
     events_per_write: int = 1
     write_bytes: int = 0
 
+    def __post_init__(self) -> None:
+        """Raises ValueError on a setting out of its range."""
+        if self.tokens_per_chunk < 1 or self.events_per_write < 1:
+            raise ValueError("tokens_per_chunk and events_per_write must be at least 1")
+        if self.jitter > 1:
+            raise ValueError("jitter must be at most 1")
+        if self.tokens > MAX_ANSWER_TOKENS:
+            raise ValueError(f"tokens must be at most {MAX_ANSWER_TOKENS}")
+
     @classmethod
     def parse(cls, spec: str, base: Timing | None = None) -> Timing:
-        """Settings from `spec` over those of `base`. Raises ValueError on an unknown name or bad value."""
+        """Settings from `spec` over those of `base`. Raises ValueError on an unknown name or bad value,
+        and on a setting out of its range (`tokens` over `MAX_ANSWER_TOKENS`, say)."""
         timing = base or cls()
         changes: dict[str, float] = {}
         for name, value in _pairs(spec):
@@ -96,12 +111,7 @@ class Timing:
                 changes[name] = int(_number(name, value, int))
             else:
                 raise ValueError(f"unknown timing setting {name!r}")
-        timing = dataclasses.replace(timing, **changes)  # type: ignore[arg-type]
-        if timing.tokens_per_chunk < 1 or timing.events_per_write < 1:
-            raise ValueError("tokens_per_chunk and events_per_write must be at least 1")
-        if timing.jitter > 1:
-            raise ValueError("jitter must be at most 1")
-        return timing
+        return dataclasses.replace(timing, **changes)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

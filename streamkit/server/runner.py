@@ -144,6 +144,14 @@ class ServerProcess:
     def _command(self) -> list[str]:
         return [sys.executable, "-m", "streamkit.cli", "serve", "--port", "0", *self._args]
 
+    @property
+    def pid(self) -> int:
+        """The process id of `streamkit serve`, while it runs (inside the `with` block). Raises RuntimeError
+        outside it."""
+        if self._process is None:
+            raise RuntimeError("the server process is not running")
+        return self._process.pid
+
     def __enter__(self) -> str:
         process = self._process = subprocess.Popen(self._command(), stdout=subprocess.PIPE, text=True)
         try:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "ECHO_CHARACTERS_PER_TOKEN",
+    "MAX_REQUEST_TOKENS",
     "SYSTEM_FINGERPRINT",
     "Answer",
     "Call",
@@ -55,6 +57,15 @@ VOCABULARY = (
 
 SYSTEM_FINGERPRINT = "fp_streamkit"
 ARGUMENT_PIECE = 7  # characters of a tool call's JSON arguments per token
+# The most tokens that the answers to one request hold in all: `n` x prompts x tokens per answer, each tool
+# call's pieces and each logprob alternate counted as tokens. Every planned token costs about 1 KiB of
+# events until the answer is sent, so one request holds about 64 MiB at most, where 2,000 legacy prompts x
+# `n=16` took 530 MB and a tool call's arguments (its schema's names, copied into every choice) gigabytes.
+# It allows two answers of `MAX_ANSWER_TOKENS` (`streamkit.server.faults`), or 128 choices of 512 tokens.
+MAX_REQUEST_TOKENS = 65_536
+# An echoed prompt (legacy `echo`) is copied into each of its choices: it counts as one token per this many
+# characters, about what a planned token costs in memory.
+ECHO_CHARACTERS_PER_TOKEN = 1024
 
 
 # Checking requests
@@ -155,13 +166,17 @@ def check_stop(value: Any, name: str = "stop") -> list[str]:
 
 def word_count(value: Any) -> int:
     """Words in a prompt, a message's content or a list of either: the scripted model's prompt tokens."""
-    if isinstance(value, str):
-        return len(value.split())
-    if isinstance(value, list):
-        return sum(word_count(v) for v in value)
-    if isinstance(value, dict):
-        return word_count(value.get("content")) + word_count(value.get("text"))
-    return 0
+    count = 0
+    pending = [value]  # not recursive: a request nests its lists as deep as the JSON parser allows
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            count += len(item.split())
+        elif isinstance(item, list):
+            pending += item
+        elif isinstance(item, dict):
+            pending += [item.get("content"), item.get("text")]
+    return count
 
 
 # Answering
@@ -305,22 +320,46 @@ def _tool_arguments(tool: Tool, rng: random.Random) -> str:
 
 def answer(script: Script, length: int) -> list[Answer]:
     """Every choice of the answer to `script`, by index; `length` is an answer's natural length in tokens.
-    Choice `i` is drawn from the seed `script.seed * 1000 + i`."""
+    Choice `i` is drawn from the seed `script.seed * 1000 + i`.
+
+    Raises `RequestError` (400) when the answers would hold more than `MAX_REQUEST_TOKENS` tokens in all, as
+    soon as that is known: a text choice's cost before it is drawn, a tool-calling one's once its arguments
+    are (their length is the schema's, which the request's size bounds)."""
     answers = []
+    spent = 0
+    per_token = 1 + script.top_logprobs if script.logprobs else 1
     for p, prompt in enumerate(script.prompts):
+        echoed = len(prompt) // ECHO_CHARACTERS_PER_TOKEN if script.echo else 0
         for j in range(script.n):
             index = p * script.n + j
             rng = random.Random(script.seed * 1000 + index)
             if script.tools:
                 calls = [Call(new_id("call_"), t.name, _tool_arguments(t, rng)) for t in script.tools]
                 answers.append(Answer(index, [], "tool_calls", calls=calls, prompt=prompt, rng=rng))
+                spent += answers[-1].output_tokens
+                _check_spent(spent)
                 continue
+            spent += length * per_token + echoed
+            _check_spent(spent)
             tokens, stop = apply_stop(tokens_for(script.seed * 1000 + index, length), script.stop)
             finish = "stop"
             if script.max_tokens is not None and len(tokens) > script.max_tokens:
                 tokens, finish, stop = tokens[: script.max_tokens], "length", None
             answers.append(Answer(index, tokens, finish, stop, prompt=prompt, rng=rng))
     return answers
+
+
+def _check_spent(spent: int) -> None:
+    """Raises `RequestError` (400) when `spent` tokens are over `MAX_REQUEST_TOKENS`."""
+    if spent > MAX_REQUEST_TOKENS:
+        raise RequestError(
+            400,
+            "Too many tokens for one request: n x prompts x tokens per answer (tool-call arguments and "
+            f"logprob alternates included) comes to more than {MAX_REQUEST_TOKENS}, the built-in server's "
+            "limit.",
+            None,
+            "invalid_value",
+        )
 
 
 def groups(items: list[Any], size: int) -> list[list[Any]]:

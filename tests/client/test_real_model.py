@@ -24,6 +24,7 @@ import pytest
 import streamkit
 from streamkit.server.local import MODEL_NAME, LocalModel, smollm2_path
 from streamkit.sse import ServerSentEvent, SSEDecoder
+from tests.server.test_load_and_cli import local_servers_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real_model]
 
@@ -384,3 +385,85 @@ def test_a_model_that_does_not_load_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith("streamkit chat: error: the local model failed to start: gguf")
     assert result.stderr.count("\n") == 1, result.stderr
+
+
+SERVE_KEY = "sk-serve-local"
+
+
+def _status(url: str, path: str, headers: dict[str, str], body: dict[str, Any] | None = None) -> int:
+    """The status of one request (a POST of `body` as JSON, else a GET) to llama.cpp's server."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        url + path, data=data, headers={"Content-Type": "application/json", **headers}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        error.close()
+        return error.code
+
+
+def test_serve_with_a_key_requires_it_on_every_path_of_the_local_model() -> None:
+    """`streamkit serve --model smollm2 --api-key K`: llama.cpp's server refuses every request without K
+    (but its health check, by its own design), on every API, as a Bearer token or as x-api-key; its child
+    has K on no command line, and none of the parent's provider keys."""
+    env = {**os.environ, "OPENAI_API_KEY": "sk-parent-openai", "ANTHROPIC_API_KEY": "sk-parent-anthropic"}
+    command = [sys.executable, "-m", "streamkit.cli", "serve", "--model", MODEL_NAME, "--port", "0",
+               "--api-key", SERVE_KEY]  # fmt: skip
+    chat = {"model": MODEL_NAME, "messages": QUESTION, "max_tokens": 2}
+    legacy = {"model": MODEL_NAME, "prompt": "The capital of France is", "max_tokens": 2}
+    responses = {"model": MODEL_NAME, "input": "Hello", "max_output_tokens": 16}
+    bearer, wrong = {"Authorization": f"Bearer {SERVE_KEY}"}, {"Authorization": "Bearer sk-wrong"}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as server:
+        try:
+            assert server.stdout is not None
+            url = server.stdout.readline().split(" at ")[1].split()[0].removesuffix("/v1")
+            for path in ("/v1/models", "/slots", "/props"):
+                assert _status(url, path, {}) == _status(url, path, wrong) == 401, path
+                assert _status(url, path, bearer) == 200, path
+            for path, body in (("/v1/chat/completions", chat), ("/v1/completions", legacy),
+                               ("/v1/responses", responses), ("/v1/messages", chat)):  # fmt: skip
+                assert _status(url, path, {}, body) == _status(url, path, wrong, body) == 401, path
+                assert _status(url, path, {"x-api-key": "sk-wrong"}, body) == 401, path
+                assert _status(url, path, bearer, body) == 200, path
+                assert _status(url, path, {"x-api-key": SERVE_KEY}, body) == 200, path
+            assert _status(url, "/health", {}) == 200  # llama.cpp leaves its health check open
+            if Path("/proc/self/environ").exists():
+                [pid] = local_servers_of(server.pid)
+                child = Path(f"/proc/{pid}")
+                assert SERVE_KEY.encode() not in (child / "cmdline").read_bytes()
+                environ = (child / "environ").read_bytes()
+                assert b"sk-parent-openai" not in environ and b"sk-parent-anthropic" not in environ
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(20)
+
+
+@pytest.fixture(scope="module")
+def keyed_model() -> Iterator[LocalModel]:
+    with LocalModel(api_key=SERVE_KEY) as model:
+        yield model
+
+
+async def test_the_client_with_the_key_streams_from_the_keyed_local_model(
+    keyed_model: LocalModel, transport: str
+) -> None:
+    async with streamkit.AsyncClient(
+        base_url=keyed_model.base_url,
+        api_key=SERVE_KEY,
+        transport=transport,  # type: ignore[arg-type]
+    ) as client:
+        stream = await client.messages.create(model=MODEL_NAME, messages=QUESTION, max_tokens=4, stream=True)
+        assert (await stream.get_final_message()).text  # its key as x-api-key
+        chat = await client.chat.completions.create(model=MODEL_NAME, messages=QUESTION, max_tokens=4)
+        assert chat.choices[0].message.content  # as a Bearer token
+    async with streamkit.AsyncClient(
+        base_url=keyed_model.base_url,
+        api_key="sk-wrong",
+        transport=transport,  # type: ignore[arg-type]
+    ) as client:
+        with pytest.raises(streamkit.AuthenticationError):
+            await client.chat.completions.create(model=MODEL_NAME, messages=QUESTION, max_tokens=4)
+        with pytest.raises(streamkit.AuthenticationError):
+            await client.messages.create(model=MODEL_NAME, messages=QUESTION, max_tokens=4)

@@ -30,11 +30,18 @@ class RawResponse:
         return json.loads(self.body)
 
 
-def post(url: str, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> RawResponse:
+def post(
+    url: str,
+    path: str,
+    body: dict[str, Any] | bytes,
+    headers: dict[str, str] | None = None,
+    method: str = "POST",
+) -> RawResponse:
+    """Send `body` (a JSON object, or bytes as they are) and read the whole response."""
     parts = urlsplit(url)
-    payload = json.dumps(body).encode()
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
     lines = [
-        f"POST {path} HTTP/1.1",
+        f"{method} {path} HTTP/1.1",
         f"Host: {parts.netloc}",
         "Content-Type: application/json",
         f"Content-Length: {len(payload)}",
