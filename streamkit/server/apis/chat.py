@@ -137,6 +137,23 @@ class OpenAIChunkServer(ServerApi):
         error = SERVER_ERROR["message"] if form == "string" else SERVER_ERROR
         return [Frame({"error": error}, "error" if form == "event" else None)]
 
+    @staticmethod
+    def plan(
+        script: Script,
+        answers: list[Answer],
+        head: dict[str, Any],
+        per_choice: list[list[Frame]],
+        whole: dict[str, Any],
+    ) -> Plan:
+        """The plan of chunks: each choice's frames interleaved, the usage chunk where it was asked, then
+        `[DONE]`; and `whole`, the whole answer, with its usage, which it always has."""
+        frames = interleave(per_choice)
+        output_tokens = sum(a.output_tokens for a in answers)
+        usage = openai_usage(script.prompt_tokens, output_tokens)
+        if script.include_usage:
+            frames.append(Frame({**head, "choices": [], "usage": usage}))
+        return Plan(head["id"], frames, [Frame(b"[DONE]")], output_tokens, {**whole, "usage": usage})
+
 
 class ChatServer(OpenAIChunkServer):
     """Chat Completions for the scripted model."""
@@ -271,13 +288,9 @@ class ChatServer(OpenAIChunkServer):
             choices.append(
                 {"index": a.index, "message": message, "logprobs": logprobs, "finish_reason": a.finish}
             )
-        frames = interleave(per_choice)
-        output_tokens = sum(a.output_tokens for a in answers)
-        usage = openai_usage(script.prompt_tokens, output_tokens)
-        if script.include_usage:
-            frames.append(Frame({**head, "choices": [], "usage": usage}))
-        whole = {**head, "object": "chat.completion", "choices": choices, "usage": usage}
-        return Plan(id, frames, [Frame(b"[DONE]")], output_tokens, whole)
+        return self.plan(
+            script, answers, head, per_choice, {**head, "object": "chat.completion", "choices": choices}
+        )
 
 
 def _logprob(token: str, rng: random.Random, top: int) -> dict[str, Any]:

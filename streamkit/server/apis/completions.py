@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from streamkit.server.apis.chat import OpenAIChunkServer, interleave, openai_sampling, openai_usage
+from streamkit.server.apis.chat import OpenAIChunkServer, openai_sampling
 from streamkit.server.scripted import (
     SYSTEM_FINGERPRINT,
     VOCABULARY,
@@ -122,13 +122,7 @@ class CompletionServer(OpenAIChunkServer):
                     "finish_reason": a.finish,
                 }
             )
-        frames = interleave(per_choice)
-        output_tokens = sum(a.output_tokens for a in answers)
-        usage = openai_usage(script.prompt_tokens, output_tokens)
-        if script.include_usage:
-            frames.append(Frame({**head, "choices": [], "usage": usage}))
-        whole = {**head, "choices": choices, "usage": usage}
-        return Plan(id, frames, [Frame(b"[DONE]")], output_tokens, whole)
+        return self.plan(script, answers, head, per_choice, {**head, "choices": choices})
 
 
 def _logprobs(tokens: list[str], offset: int, rng: random.Random, top: int, echo: bool) -> dict[str, Any]:
