@@ -27,7 +27,7 @@ from streamkit.errors import (
     ReadError,
     StreamkitError,
 )
-from streamkit.transports.base import DRAIN_BYTES, DRAIN_SECONDS, Request
+from streamkit.transports.base import BROKE, CONNECT, DRAIN_BYTES, DRAIN_SECONDS, Request, mapped_error
 
 __all__ = ["AiohttpTransport"]
 
@@ -42,20 +42,21 @@ _LARGE_BODY = 1 << 20  # aiohttp.payload.TOO_LARGE_BYTES_BODY
 _MAPPING: tuple[tuple[type[BaseException], type[StreamkitError], str], ...] = (
     (aiohttp.ConnectionTimeoutError, ConnectTimeout, "connecting timed out"),
     (aiohttp.ServerTimeoutError, IdleTimeout, "no data for the idle timeout"),
-    (aiohttp.ClientConnectorError, ConnectError, "could not connect"),
-    (aiohttp.ServerFingerprintMismatch, ConnectError, "could not connect"),
+    (aiohttp.ClientConnectorError, ConnectError, CONNECT),
+    (aiohttp.ServerFingerprintMismatch, ConnectError, CONNECT),
     # A base_url that is not an http(s) URL (redirects are the client's, never aiohttp's).
     (aiohttp.InvalidURL, ConnectError, "invalid URL"),
     (aiohttp.NonHttpUrlClientError, ConnectError, "the request failed"),
-    (aiohttp.ClientError, ReadError, "the connection broke"),
+    (aiohttp.ClientError, ReadError, BROKE),
     # What aiohttp's pure-Python parser (AIOHTTP_NO_EXTENSIONS, PyPy) raises from a body it cannot parse.
-    (HttpProcessingError, ReadError, "the connection broke"),
-    (OSError, ReadError, "the connection broke"),
+    (HttpProcessingError, ReadError, BROKE),
+    (OSError, ReadError, BROKE),
 )
 
 
-def _mapped(exc: BaseException) -> StreamkitError | None:
-    """streamkit's exception for one of aiohttp's, or None for an exception that is not aiohttp's."""
+def _mapped(exc: BaseException, url: str | None = None) -> StreamkitError | None:
+    """streamkit's exception for one of aiohttp's, or None for an exception that is not aiohttp's; `url` is
+    the request's while it is sent, None once the head has arrived (`mapped_error`)."""
     for foreign, ours, what in _MAPPING:
         if isinstance(exc, foreign):
             # A ClientResponseError's str() starts with the status aiohttp's parser gives a bad response
@@ -65,7 +66,7 @@ def _mapped(exc: BaseException) -> StreamkitError | None:
                 if isinstance(exc, aiohttp.ClientResponseError | HttpProcessingError)
                 else str(exc)
             )
-            return ours(f"{what}: {detail or type(exc).__name__}")
+            return mapped_error(ours, what, detail or type(exc).__name__, exc, url)
     return None
 
 
@@ -142,13 +143,11 @@ class AiohttpResponse:
             protocol = None if connection is None else connection.protocol
             if protocol is not None and protocol.connected:
                 raise  # not the connection: two readers at once, say
-            raise ReadError("the connection broke: it was closed before the body ended") from None
+            raise ReadError("the connection was closed mid-answer") from None
         except Exception as exc:
-            mapped = _mapped(exc)
+            mapped = _mapped(exc)  # the head has arrived: any failure now is a broken read
             if mapped is None:
                 raise
-            if isinstance(mapped, ConnectError):  # the head has arrived: any failure now is a broken read
-                mapped = ReadError(str(mapped))
             raise mapped from exc
 
     async def aclose(self) -> None:
@@ -221,7 +220,7 @@ class AiohttpTransport:
                 trace_request_ctx=attempt,
             )
         except Exception as exc:
-            mapped = _mapped(exc)
+            mapped = _mapped(exc, request.url)
             if mapped is None:
                 raise
             if attempt.reused and isinstance(exc, _BROKEN) and isinstance(mapped, ReadError):

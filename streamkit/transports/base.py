@@ -11,11 +11,16 @@ which headers go to the next origin (the libraries each keep some credentials ac
 
 from __future__ import annotations
 
+import socket
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit
 
-__all__ = ["Request", "Response", "Transport"]
+from streamkit.errors import ConnectError, ReadError, StreamkitError
+
+__all__ = ["BROKE", "CONNECT", "Request", "Response", "Transport", "mapped_error", "origin", "reason"]
 
 
 @dataclass(frozen=True)
@@ -83,3 +88,70 @@ class Transport(Protocol):
 DRAIN_SECONDS = 0.05
 # How much `release` reads past `[DONE]` before it gives the connection up.
 DRAIN_BYTES = 64 * 1024
+
+
+def origin(url: str) -> str:
+    """The scheme, host and port of `url`, as an error names where it could not connect (never its path or
+    query, which may hold a key, nor its user info)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "the URL"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}" + ("" if port is None else f":{port}")
+
+
+def reason(exc: BaseException) -> str | None:
+    """What went wrong at the socket under a library's exception, in a few words (`connection refused`), or
+    None where its chain holds no such cause. The libraries' own texts name what they tried (aiohttp's
+    "ssl:default" on an http URL, httpx's "All connection attempts failed"), not what happened."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and all(cause is not seen for seen in chain):
+        chain.append(cause)
+        cause = getattr(cause, "os_error", None) or cause.__cause__ or cause.__context__
+    for cause in chain:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, ConnectionResetError):
+            return "the connection was reset"
+        if isinstance(cause, socket.gaierror):
+            return "the host name could not be resolved"
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"the server's TLS certificate was not trusted ({cause.verify_message})"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS failed ({cause.reason or cause})"
+        if isinstance(cause, TimeoutError):
+            return "timed out"
+    for cause in reversed(chain):
+        if isinstance(cause, OSError) and cause.errno is not None and cause.strerror:
+            return cause.strerror[:1].lower() + cause.strerror[1:]
+    return None
+
+
+# The phrases of the transports' tables that `mapped_error` words anew.
+BROKE = "the connection broke"
+CONNECT = "could not connect"
+
+
+def mapped_error(
+    ours: type[StreamkitError], what: str, detail: str, exc: BaseException, url: str | None
+) -> StreamkitError:
+    """streamkit's error for one of a library's, in streamkit's words: `ours` and `what` from the transport's
+    table, `detail` the library's text. `url` is the request's while it is sent, None once its head has
+    arrived, where any failure is a broken read. The socket's own reason, where the chain has one, goes in
+    `reason` and takes the place of the library's text; the exception itself stays the `__cause__`."""
+    why = reason(exc)
+    if url is None and (ours is ConnectError or what == BROKE):
+        message = f"{BROKE} mid-answer: {why}" if why else "the server closed the connection mid-answer"
+        ours = ReadError
+    elif what == CONNECT and url is not None:
+        message = f"{CONNECT} to {origin(url)}: {why or detail}"
+    else:
+        message = f"{what}: {why or detail}"
+    error = ours(message)
+    if isinstance(error, ConnectError | ReadError):
+        error.reason = why
+    return error

@@ -39,7 +39,7 @@ from streamkit.errors import (
     ReadError,
     StreamkitError,
 )
-from streamkit.transports.base import DRAIN_BYTES, DRAIN_SECONDS, Request
+from streamkit.transports.base import BROKE, CONNECT, DRAIN_BYTES, DRAIN_SECONDS, Request, mapped_error
 
 __all__ = ["HttpxTransport"]
 
@@ -52,9 +52,9 @@ _MAPPING: tuple[tuple[type[Exception], type[StreamkitError], str], ...] = (
     (httpx.PoolTimeout, ConnectTimeout, "no connection was free in time"),
     (httpx.ReadTimeout, IdleTimeout, "no data for the idle timeout"),
     (httpx.WriteTimeout, IdleTimeout, "sending the request timed out"),
-    (httpx.ConnectError, ConnectError, "could not connect"),
-    (httpx.RemoteProtocolError, ReadError, "the connection broke"),
-    (httpx.ReadError, ReadError, "the connection broke"),
+    (httpx.ConnectError, ConnectError, CONNECT),
+    (httpx.RemoteProtocolError, ReadError, BROKE),
+    (httpx.ReadError, ReadError, BROKE),
     (httpx.WriteError, ReadError, "the connection broke while the request was sent"),
     # A body whose Content-Encoding lies (a gzip header on bytes that are not gzip): broken as a body
     # with a bad chunk size is, and so a `ReadError`, as aiohttp's ClientPayloadError is.
@@ -167,11 +167,12 @@ class _NoCookies(http.cookiejar.CookieJar):
         pass
 
 
-def _mapped(exc: Exception) -> StreamkitError | None:
-    """streamkit's exception for one of httpx's, or None for an exception that is not httpx's."""
+def _mapped(exc: Exception, url: str | None = None) -> StreamkitError | None:
+    """streamkit's exception for one of httpx's, or None for an exception that is not httpx's; `url` is the
+    request's while it is sent, None once the head has arrived (`mapped_error`)."""
     for foreign, ours, what in _MAPPING:
         if isinstance(exc, foreign):
-            return ours(f"{what}: {exc or type(exc).__name__}")
+            return mapped_error(ours, what, str(exc) or type(exc).__name__, exc, url)
     return None
 
 
@@ -222,11 +223,9 @@ class HttpxResponse:
         except StopAsyncIteration:
             return b""
         except Exception as exc:
-            mapped = _mapped(exc)
+            mapped = _mapped(exc)  # the head has arrived: any failure now is a broken read
             if mapped is None:
                 raise
-            if isinstance(mapped, ConnectError):  # the head has arrived: any failure now is a broken read
-                mapped = ReadError(str(mapped))
             raise mapped from exc
 
     async def aclose(self) -> None:
@@ -334,7 +333,7 @@ class HttpxTransport:
                 await stack.aclose()
             if trace.answered and isinstance(exc, _BAD_LOCATION):
                 raise ProtocolError(f"the server redirected to an invalid URL ({exc})") from exc
-            mapped = _mapped(exc)
+            mapped = _mapped(exc, request.url)
             if mapped is None:
                 raise
             if not trace.connected and isinstance(exc, _BROKEN) and isinstance(mapped, ReadError):

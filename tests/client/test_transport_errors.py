@@ -326,8 +326,11 @@ async def test_aiohttp_pure_python_parser_errors_are_read_errors() -> None:
     body it cannot parse; the C parser, which these tests run, never does."""
     from aiohttp.http_exceptions import TransferEncodingError
 
-    mapped = aiohttp_mapped(TransferEncodingError("zz"))
-    assert type(mapped) is streamkit.ReadError and "zz" in str(mapped)
+    mapped = aiohttp_mapped(TransferEncodingError("zz"))  # read from a body whose head arrived
+    assert type(mapped) is streamkit.ReadError
+    assert str(mapped) == "the server closed the connection mid-answer"
+    sent = aiohttp_mapped(TransferEncodingError("zz"), "http://h/v1/x")  # before any head
+    assert type(sent) is streamkit.ReadError and str(sent) == "the connection broke: zz"
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
