@@ -14,11 +14,12 @@ StreamkitError
 ├── TransportError               ConnectError, ReadError (.partial)
 │   └── TimeoutError             ConnectTimeout, FirstTokenTimeout, IdleTimeout, TotalTimeout
 │                                (each also a builtins.TimeoutError)
-└── ProtocolError
-    ├── SSEProtocolError         an event or line over the size bound
-    ├── UnexpectedContentType    a 2xx stream answer that is not text/event-stream; .raw
-    ├── ChunkDecodeError         data that is not a valid chunk (also ValueError); .raw, .partial
-    └── IncompleteStreamError    the body ended before the stream was complete; .partial
+├── ProtocolError
+│   ├── SSEProtocolError         an event or line over the size bound
+│   ├── UnexpectedContentType    a 2xx stream answer that is not text/event-stream; .raw
+│   ├── ChunkDecodeError         data that is not a valid chunk (also ValueError); .raw, .partial
+│   └── IncompleteStreamError    the body ended before the stream was complete; .partial
+└── ConversationBusyError        a Conversation's send while its last turn still streams (also RuntimeError)
 ```
 
 Every error has `.partial`: what was accumulated before it was raised (a `ChatCompletion`, `Completion`,
@@ -43,6 +44,7 @@ __all__ = [
     "ChunkDecodeError",
     "ConnectError",
     "ConnectTimeout",
+    "ConversationBusyError",
     "FirstTokenTimeout",
     "IdleTimeout",
     "IncompleteStreamError",
@@ -208,6 +210,8 @@ class TransportError(StreamkitError):
     """
 
     stale: bool = False
+    # What went wrong at the socket, in a few words (`connection refused`), where the transport could tell.
+    reason: str | None = None
 
 
 class ConnectError(TransportError):
@@ -265,3 +269,9 @@ class ChunkDecodeError(ProtocolError, ValueError):
 
 class IncompleteStreamError(ProtocolError):
     """The stream ended, or was closed, before it was complete."""
+
+
+class ConversationBusyError(StreamkitError, RuntimeError):
+    """`Conversation.send` came while the conversation's last turn was still streaming: its stream not yet
+    read to its end, nor closed. Each turn is sent after the history it follows, so a turn sent alongside
+    another would leave one of them out of the history; read or close the first stream, then send."""
