@@ -7,10 +7,12 @@
     stream = await conversation.send("And mTLS?")      # the first question and answer go along
 
 A turn joins the history only when its stream completes: the user's message and the answer are appended
-together, so a failed or abandoned turn leaves the history as it was, ready to be sent again. The history is
-in the API's own shape (`api`): chat messages, Responses input items, or Anthropic messages; the answer joins
-it as the API has it (`Api.reply`): the assistant message with its tool calls, or the response's output
-items.
+together, so a failed or abandoned turn leaves the history as it was, ready to be sent again. One turn
+streams at a time: a `send` before the last turn's stream was read to its end or closed raises
+`ConversationBusyError`, since a turn sent alongside another would leave one of them out of the history.
+The history is in the API's own shape (`api`): chat messages, Responses input items, or Anthropic messages;
+the answer joins it as the API has it (`Api.reply`): the assistant message with its tool calls, or the
+response's output items.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from streamkit.client import AsyncClient, _split
+from streamkit.errors import ConversationBusyError
 from streamkit.protocols import APIS
 from streamkit.protocols.base import Api
 from streamkit.streams import Stream
@@ -53,7 +56,21 @@ class Conversation:
         self.max_tokens = max_tokens
         self.params = params
         self.messages: list[dict[str, Any]] = []
+        # The turn under way: True while its request is sent, then its stream until it is done with.
+        self._turn: Stream[Any, Any] | bool = False
         self.reset()
+
+    @property
+    def busy(self) -> bool:
+        """Whether a turn is under way: sent, and its stream neither read to its end nor closed."""
+        turn = self._turn
+        if isinstance(turn, bool):
+            return turn
+        # Reading, or complete with items its caller has not yet taken (the turn joins when they are).
+        busy = turn._reading or (turn.completed and turn._done_callbacks != [])
+        if not busy:
+            self._turn = False
+        return busy
 
     def reset(self) -> None:
         """Forget every turn; keep the system prompt."""
@@ -61,7 +78,14 @@ class Conversation:
 
     async def send(self, content: str | Mapping[str, object], **params: object) -> Stream[Any, Any]:
         """Send a user message (text, or a whole message or input item such as a tool result) after the
-        history; return the stream of the answer. When the stream completes, both join the history."""
+        history; return the stream of the answer. When the stream completes, both join the history.
+
+        Raises `ConversationBusyError` while the last turn's stream is still open (see `busy`)."""
+        if self.busy:
+            raise ConversationBusyError(
+                "the conversation's last turn is still streaming: read its stream to the end or close it "
+                "before the next send"
+            )
         message: dict[str, Any] = (
             dict(content) if isinstance(content, Mapping) else {"role": "user", "content": content}
         )
@@ -73,6 +97,12 @@ class Conversation:
         def completed(final: Any) -> None:
             self.messages = [*turn, *self.api.reply(final)]
 
-        stream = await self.client.stream(self.api, body, **options)
+        self._turn = True
+        try:
+            stream = await self.client.stream(self.api, body, **options)
+        except BaseException:
+            self._turn = False
+            raise
         stream.add_done_callback(completed)
+        self._turn = stream
         return stream

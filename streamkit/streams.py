@@ -267,8 +267,11 @@ class Stream(Generic[ItemT, FinalT]):
     async def get_final(self) -> FinalT:
         """Read the rest of the stream and return the aggregated final object.
 
-        Raises the stream's error if it failed (again, if it was raised before), and `IncompleteStreamError`
-        if the stream was closed before it was complete.
+        Raises the stream's error if it failed (again, if it was raised before). A stream that its caller
+        closed before it ended (a `break` out of `async with stream:`, `aclose()`, a cancellation) returns
+        what it received, as it stands: the choices that had not finished have no `finish_reason`, a response
+        keeps the status it last had (`in_progress`), a message has no `stop_reason`; `completed` is False,
+        and the done callbacks do not run (a conversation does not keep the turn).
         """
         while self._reading:
             self._pending.clear()
@@ -276,8 +279,6 @@ class Stream(Generic[ItemT, FinalT]):
         self._pending.clear()
         if self._error is not None:
             raise self._error
-        if not self._complete:
-            raise IncompleteStreamError("the stream was closed before it was complete", partial=self.snapshot)
         self._call_back()
         return self.snapshot
 

@@ -47,13 +47,17 @@ async def test_breaking_out_of_async_with_closes_the_response(
     stream = await client.chat.completions.create(
         model="scripted", messages=HI, stream=True, extra_headers=SLOW
     )
+    seen = ""
     async with stream:
-        async for _ in stream:
-            break
+        async for chunk in stream:
+            seen += chunk.choices[0].delta.content or "" if chunk.choices else ""
+            if seen:
+                break
     assert await wait_for(lambda: streamkit_server.stats.streams_open == 0)
-    with pytest.raises(streamkit.IncompleteStreamError) as caught:
-        await stream.get_final()
-    assert caught.value.partial is not None
+    # What was received, as it stands: not raised, not finished.
+    final = await stream.get_final_completion()
+    assert final.choices[0].message.content == seen and final.choices[0].finish_reason is None
+    assert not stream.completed
     await stream.aclose()  # idempotent
     assert [chunk async for chunk in stream] == []
 
@@ -245,6 +249,38 @@ async def test_closing_early_leaves_nothing_to_the_garbage_collector(client: str
     del stream
     gc.collect()
     await anyio.sleep(0.01)
+
+
+async def test_a_send_while_the_last_turn_streams_is_refused(client: streamkit.AsyncClient) -> None:
+    """Two turns at once would each be sent after the same history, and the one to finish last would drop
+    the other; the second is refused until the first is read to its end or closed, and no turn is lost."""
+    conversation = streamkit.Conversation(client, model="scripted")
+    first = await conversation.send("one")
+    assert conversation.busy
+    with pytest.raises(streamkit.ConversationBusyError):
+        await conversation.send("two")
+    first_text = "".join([text async for text in first.text_deltas()])
+    assert not conversation.busy
+    second = await conversation.send("two")
+    async with second:  # closed early: refused no more, and not kept
+        async for _ in second:
+            break
+    third = await conversation.send("three")
+    # Read to its end, but its last items not taken yet: still the turn under way.
+    while third._reading:
+        await third._read_more()
+    assert conversation.busy
+    third_text = "".join([text async for text in third.text_deltas()])
+    assert [(m["role"], m["content"]) for m in conversation.messages] == [
+        ("user", "one"),
+        ("assistant", first_text),
+        ("user", "three"),
+        ("assistant", third_text),
+    ]
+    failing = await conversation.send("four", extra_headers={"x-streamkit-fault": "drop=2"})
+    with pytest.raises(streamkit.ReadError):
+        await failing.get_final()
+    assert not conversation.busy
 
 
 async def test_a_failed_turn_leaves_the_history_as_it_was(client: streamkit.AsyncClient) -> None:
