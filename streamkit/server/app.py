@@ -72,11 +72,17 @@ _encode = msgspec.json.encode
 
 @dataclass
 class ServerConfig:
-    """Settings of one server: where it listens, the model name it serves, its key, timing and faults."""
+    """Settings of one server: where it listens, the model name it serves, its key, timing and faults.
+
+    The scripted model answers to `model`, the name `/v1/models` lists; any other name gets the API's 404, as
+    a real server answers a name it does not serve. With `any_model`, it answers every name, each under the
+    name asked (the `model` of its answer), as `streamkit serve` does: a client's code then runs unchanged,
+    whatever model it asks for."""
 
     host: str = "127.0.0.1"
     port: int = 0
     model: str = "scripted"
+    any_model: bool = False
     api_key: str | None = None
     timing: Timing = field(default_factory=Timing)
     faults: Faults = field(default_factory=Faults)
@@ -84,7 +90,10 @@ class ServerConfig:
 
     def __repr__(self) -> str:  # never show the key
         key = "'***'" if self.api_key else "None"
-        return f"ServerConfig(host={self.host!r}, port={self.port}, model={self.model!r}, api_key={key})"
+        return (
+            f"ServerConfig(host={self.host!r}, port={self.port}, model={self.model!r}, "
+            f"any_model={self.any_model}, api_key={key})"
+        )
 
 
 @dataclass
@@ -238,7 +247,7 @@ class _Handler:
                 body = None
             if not isinstance(body, dict):
                 raise RequestError(400, PARSE_ERROR)
-            script = api.parse_request(body, self.config.model)
+            script = api.parse_request(body, None if self.config.any_model else self.config.model)
             plan = api.render(script, answer(script, timing.tokens), timing.tokens_per_chunk)
         except RequestError as exc:
             return self._error(api, exc)
@@ -247,7 +256,8 @@ class _Handler:
         if faults.stall_head:
             await asyncio.sleep(faults.stall_head)
         if faults.status is not None:
-            if self.stats.count_attempt(faults.key) <= faults.fail_times:
+            attempt = self.stats.count_attempt(faults.key)
+            if faults.fail_times is None or attempt <= faults.fail_times:
                 headers = {}
                 if faults.retry_after is not None:
                     headers["Retry-After"] = faults.retry_after

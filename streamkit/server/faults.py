@@ -3,15 +3,23 @@
 The same syntax serves the command line (`streamkit serve --timing ... --fault ...`) and a single request
 (the `x-streamkit-timing` and `x-streamkit-fault` headers), so one server can play many test cases.
 
-Timing: `ttft=S` (seconds before the first token), `itl=S` (seconds per token) or `tps=N` (tokens per second),
-`tokens_per_chunk=N`, `jitter=F` (each wait is scaled by a random factor in [1-F, 1+F]), `tokens=N` (the
-natural length of an answer, at most `MAX_ANSWER_TOKENS`), `events_per_write=N` (events sent together, up to
-N per write, until a wait: a firehose that lets a benchmark measure the client rather than the server),
-`write_bytes=N` (events sent together until they fill N bytes, or a wait comes: one big stream in 64 KiB
-writes, say, whose reads cut events anywhere).
+Timing (`--timing SPEC`, or the `x-streamkit-timing` header of a request):
 
-Faults: every fault comes in the form of the API that was called. "Events" are chunks for chat and legacy
-completions, and the typed events of the Responses and Messages APIs.
+| setting | what it sets |
+| --- | --- |
+| `ttft=S` | seconds before the first token |
+| `itl=S`, `tps=N` | seconds per token, or tokens per second, after the first |
+| `tokens_per_chunk=N` | tokens in each chunk |
+| `jitter=F` | each wait is scaled by a random factor in [1-F, 1+F] |
+| `tokens=N` | the natural length of an answer, at most 32,768 (`MAX_ANSWER_TOKENS`) |
+| `events_per_write=N` | events sent together, up to N per write, until a wait: a firehose that lets a |
+| | benchmark measure the client rather than the server |
+| `write_bytes=N` | events sent together until they fill N bytes, or a wait comes: one big stream in |
+| | 64 KiB writes, say, whose reads cut events anywhere |
+
+Faults (`--fault SPEC`, or the `x-streamkit-fault` header of a request): every fault comes in the form of the
+API that was called. "Events" are chunks for chat and legacy completions, and the typed events of the
+Responses and Messages APIs.
 
 | fault | what the server does |
 | --- | --- |
@@ -24,8 +32,9 @@ completions, and the typed events of the Responses and Messages APIs.
 | | ends. Chat and legacy: `object` (`data: {"error": {...}}`), `string` (`data: {"error": "..."}`), |
 | | `event` (`event: error`). Responses: `event` (an `error` event), `failed` (`response.failed`). |
 | | Messages: `event` (an `error` event, `overloaded_error`) |
-| `status=CODE` | answers CODE with the API's error body for the first `fail_times=K` attempts |
-| | (default 1), then serves normally; attempts are counted per `key=...` (default: the fault string) |
+| `status=CODE` | answers every attempt with CODE and the API's error body |
+| `status=CODE:K` | answers CODE to the first K attempts only, then serves normally (`fail_times=K` is the |
+| | same count); attempts are counted per `key=...` (default: the fault string) |
 | `retry_after=S`, `retry_after_ms=MS` | headers sent with `status` |
 | `html` | answers 200 with an HTML page |
 | `malformed=K` | after K events, sends data that is not valid JSON, and ends |
@@ -39,9 +48,10 @@ completions, and the typed events of the Responses and Messages APIs.
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from dataclasses import dataclass
 
-__all__ = ["MAX_ANSWER_TOKENS", "Faults", "Timing"]
+__all__ = ["MAX_ANSWER_TOKENS", "Faults", "Timing", "describe"]
 
 # The longest answer, in tokens, that the scripted model writes (`tokens=N`). Each planned token costs about
 # 1 KiB of events until the answer is sent, so a million of them took gigabytes; 32,768 is longer than any
@@ -126,7 +136,7 @@ class Faults:
     error: str | None = None
     error_after: int = 1
     status: int | None = None
-    fail_times: int = 1
+    fail_times: int | None = None  # the attempts that `status` fails (`status=CODE:K`); None: every one
     retry_after: str | None = None
     retry_after_ms: str | None = None
     key: str = ""
@@ -159,10 +169,13 @@ class Faults:
                 after, _, seconds = (value or "").partition(":")
                 changes[name] = (int(_number(name, after, int)), _number(name, seconds, float))
             elif name == "status":
-                status = int(_number(name, value, int))
+                code, colon, times = (value or "").partition(":")
+                status = int(_number(name, code or None, int))
                 if not 400 <= status <= 599:
                     raise ValueError("status must be a 4xx or 5xx code")
                 changes[name] = status
+                if colon:
+                    changes["fail_times"] = int(_number("status count", times or None, int))
             elif name in ("retry_after", "retry_after_ms", "key"):
                 changes[name] = value or ""
             elif name == "error":
@@ -179,3 +192,39 @@ class Faults:
             if changes.get(name) == 0:
                 raise ValueError(f"{name} must be positive")
         return dataclasses.replace(cls(), **changes)  # type: ignore[arg-type]
+
+
+def describe(width: int = 100) -> str:
+    """This module's documentation of the timing settings and faults, as plain text at most `width` columns
+    wide: what `streamkit serve --help` ends with. Each table becomes two columns, the setting and what it
+    does, without markdown's marks. "" when Python runs without docstrings (`-OO`)."""
+    blocks: list[str] = []
+    for block in (__doc__ or "").strip().replace("`", "").split("\n\n"):
+        if block.startswith("|"):
+            blocks.append(_table(block.splitlines()[2:], width))  # past the header and its rule
+        else:
+            blocks.append(textwrap.fill(" ".join(block.split()), width))
+    return "\n\n".join(blocks)
+
+
+def _table(lines: list[str], width: int) -> str:
+    """A markdown table's rows of two cells as indented plain text, a row with no first cell going on with
+    the row above."""
+    rows: list[tuple[str, str]] = []
+    for line in lines:
+        name, _, what = line.strip().strip("|").partition("|")
+        if name.strip() or not rows:
+            rows.append((name.strip(), what.strip()))
+        else:
+            rows[-1] = (rows[-1][0], f"{rows[-1][1]} {what.strip()}")
+    column = 2 + min(max(len(name) for name, _ in rows), 22) + 2  # a longer name has a line of its own
+    out: list[str] = []
+    for name, what in rows:
+        text = textwrap.wrap(what, width - column) or [""]
+        if len(name) + 4 > column:
+            out.append(f"  {name}")
+            text[0] = " " * column + text[0]
+        else:
+            text[0] = f"  {name}".ljust(column) + text[0]
+        out += [text[0], *(" " * column + line for line in text[1:])]
+    return "\n".join(out)

@@ -155,7 +155,7 @@ class ServerProcess:
     def __enter__(self) -> str:
         process = self._process = subprocess.Popen(self._command(), stdout=subprocess.PIPE, text=True)
         try:
-            # "streamkit serve: scripted at http://127.0.0.1:PORT/v1 (Ctrl-C to stop)"
+            # "streamkit serve: scripted at http://127.0.0.1:PORT/v1 (answers any model name; Ctrl-C to stop)"
             line = _first_line(process, START_SECONDS)
             if " at " not in line:
                 raise RuntimeError(f"streamkit serve did not start: {line!r}")

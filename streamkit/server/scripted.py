@@ -137,18 +137,20 @@ def check_range(body: dict[str, Any], name: str, kind: type, low: float, high: f
     return value
 
 
-def check_model(body: dict[str, Any], model: str) -> None:
-    """The model must be given, a string, and the one this server serves (else 404, as OpenAI answers)."""
+def check_model(body: dict[str, Any], model: str | None) -> str:
+    """The model asked, which is the name the answer gives. It must be given, a string, and the one this
+    server serves (else 404, as OpenAI answers), or any name when `model` is None."""
     if body.get("model") is None:
         raise RequestError(400, "Missing required parameter: 'model'.", "model", "missing_required_parameter")
-    check_type(body, "model", str)
-    if body["model"] != model:
+    asked: str = check_type(body, "model", str)
+    if model is not None and asked != model:
         raise RequestError(
             404,
-            f"The model `{body['model']}` does not exist or you do not have access to it.",
+            f"The model `{asked}` does not exist or you do not have access to it.",
             None,
             "model_not_found",
         )
+    return asked
 
 
 def check_stop(value: Any, name: str = "stop") -> list[str]:

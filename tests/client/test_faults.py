@@ -129,7 +129,7 @@ async def test_rate_limit_is_retried_after_retry_after_ms(
 
 @pytest.mark.parametrize("status", [408, 409, 500, 503])
 async def test_retried_statuses(client: streamkit.AsyncClient, status: int) -> None:
-    stream = await stream_with(client, unique(f"status={status},retry_after=0")[0])
+    stream = await stream_with(client, unique(f"status={status}:1,retry_after=0")[0])
     assert (await stream.get_final_completion()).choices
 
 

@@ -402,7 +402,7 @@ async def test_overloaded_529_is_retried_then_served(
     client: streamkit.AsyncClient, streamkit_server: ServerThread
 ) -> None:
     key = uuid.uuid4().hex
-    stream = await stream_of(client, fault(f"status=529,retry_after=0,key={key}"))
+    stream = await stream_of(client, fault(f"status=529:1,retry_after=0,key={key}"))
     assert (await stream.get_final_message()).stop_reason == "end_turn"
     assert streamkit_server.stats.attempts[key] == 2 and stream.metrics.attempts == 2
     whole = await whole_of(client, fault(f"status=529,fail_times=1,retry_after_ms=1,key={key}-whole"))
@@ -411,7 +411,7 @@ async def test_overloaded_529_is_retried_then_served(
 
 async def test_retry_after_is_honoured(client: streamkit.AsyncClient, streamkit_server: ServerThread) -> None:
     key = uuid.uuid4().hex
-    stream = await stream_of(client, fault(f"status=429,retry_after=0.2,key={key}"))
+    stream = await stream_of(client, fault(f"status=429:1,retry_after=0.2,key={key}"))
     await stream.get_final_message()
     metrics = stream.metrics
     assert metrics.attempts == 2 and metrics.request_sent - metrics.call_started >= 0.2

@@ -341,7 +341,7 @@ async def test_a_rate_limit_is_retried_then_served(
     client: streamkit.AsyncClient, streamkit_server: ServerThread
 ) -> None:
     key = uuid.uuid4().hex
-    stream = await stream_of(client, fault(f"status=429,retry_after=0,key={key}"))
+    stream = await stream_of(client, fault(f"status=429:1,retry_after=0,key={key}"))
     assert (await stream.get_final_response()).status == "completed"
     assert streamkit_server.stats.attempts[key] == 2 and stream.metrics.attempts == 2
 

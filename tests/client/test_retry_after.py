@@ -42,7 +42,7 @@ async def test_the_client_waits_as_asked(
     monkeypatch.setattr(anyio, "sleep", recorded)
     key = uuid.uuid4().hex
     stream = await client.chat.completions.create(
-        model="scripted", messages=HI, stream=True, extra_headers=fault(f"status=429,{headers},key={key}")
+        model="scripted", messages=HI, stream=True, extra_headers=fault(f"status=429:1,{headers},key={key}")
     )
     assert (await stream.get_final_completion()).choices
     assert waits == [asked]

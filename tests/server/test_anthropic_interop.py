@@ -328,7 +328,7 @@ def test_errors_reach_the_sdk_with_their_types(client: anthropic.Anthropic) -> N
     }
     with pytest.raises(anthropic.NotFoundError):
         client.messages.create(model="claude-nope", messages=MESSAGES, max_tokens=8)
-    overloaded = {"x-streamkit-fault": "status=529,fail_times=1,key=test_anthropic_interop_529"}
+    overloaded = {"x-streamkit-fault": "status=529:1,key=test_anthropic_interop_529"}
     with pytest.raises(anthropic.InternalServerError) as caught:
         client.messages.create(model="scripted", messages=MESSAGES, max_tokens=8, extra_headers=overloaded)
     assert caught.value.status_code == 529

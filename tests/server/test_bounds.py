@@ -179,7 +179,7 @@ def test_peers_kept_are_bounded() -> None:
 
 def test_attempts_still_count_each_fault_key(streamkit_server: ServerThread) -> None:
     path, body = REQUESTS["chat"]
-    fault = {"x-streamkit-fault": "status=503,fail_times=2,key=bounds-attempts"}
+    fault = {"x-streamkit-fault": "status=503:2,key=bounds-attempts"}
     statuses = [post(streamkit_server.url, path, body, fault).status for _ in range(3)]
     assert statuses == [503, 503, 200] and streamkit_server.stats.attempts["bounds-attempts"] == 3
 

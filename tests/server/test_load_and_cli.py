@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -65,21 +66,40 @@ def test_serve_prints_its_url_serves_and_stops_on_ctrl_c() -> None:
         assert process.stdout is not None
         line = process.stdout.readline()
         assert line.startswith("streamkit serve: scripted at http://127.0.0.1:")
+        assert line.endswith("(answers any model name; Ctrl-C to stop)\n")
         base_url = line.split(" at ")[1].split()[0]
         with urllib.request.urlopen(base_url + "/models") as response:
             assert json.load(response)["data"][0]["id"] == "scripted"
-        request = urllib.request.Request(
-            base_url + "/chat/completions",
-            data=json.dumps({"model": "scripted", "messages": [{"role": "user", "content": "x"}]}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request) as response:
-            assert json.load(response)["usage"]["completion_tokens"] == 3
+        for model in ("scripted", "gpt-4o-mini"):  # any name, as the recipes ask
+            answer = ask(base_url, model)
+            assert answer["model"] == model and answer["usage"]["completion_tokens"] == 3
     finally:
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=10)
     assert process.returncode == 0
     assert "Traceback" not in err
+
+
+def ask(base_url: str, model: str) -> Any:
+    """The whole answer of chat completions to `model`."""
+    request = urllib.request.Request(
+        base_url + "/chat/completions",
+        data=json.dumps({"model": model, "messages": [{"role": "user", "content": "x"}]}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request) as response:
+        return json.load(response)
+
+
+def test_serve_a_named_model_answers_that_name_only() -> None:
+    with ServerProcess("--model", "gpt-4o-mini") as base_url:
+        with urllib.request.urlopen(base_url + "/models") as response:
+            assert json.load(response)["data"][0]["id"] == "gpt-4o-mini"
+        assert ask(base_url, "gpt-4o-mini")["model"] == "gpt-4o-mini"
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            ask(base_url, "scripted")
+        caught.value.close()
+        assert caught.value.code == 404
 
 
 def test_serve_rejects_a_bad_fault() -> None:
@@ -99,8 +119,8 @@ def test_serve_on_a_port_in_use_says_so() -> None:
         )
         with pytest.raises(OSError):
             ServerThread(ServerConfig(port=int(port))).start()
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("streamkit serve: ") and result.stderr.count("\n") == 1
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == f"streamkit serve: port {port} is in use: pass --port 0 for a free one\n"
     assert set(threading.enumerate()) <= threads  # the failed start's thread is stopped
 
 

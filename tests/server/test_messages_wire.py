@@ -304,13 +304,13 @@ def test_crlf_framing_and_bom(streamkit_server: ServerThread) -> None:
 def test_status_faults_in_anthropics_shape(
     streamkit_server: ServerThread, status: int, kind: str, retry_after: str | None
 ) -> None:
-    spec = f"status={status},key=test_messages_wire_{status}"
+    spec = f"status={status}:1,key=test_messages_wire_{status}"
     if retry_after is not None:
         spec += f",retry_after={retry_after}"
     response = messages(streamkit_server, spec)
     anthropic_error(response, status, kind)
     assert response.headers.get("retry-after") == retry_after
-    assert messages(streamkit_server, spec).status == 200  # fail_times=1: the next attempt is served
+    assert messages(streamkit_server, spec).status == 200  # :1, the first attempt only: the next is served
 
 
 @pytest.mark.parametrize("form", ["object", "string", "failed"])

@@ -243,11 +243,11 @@ def test_malformed(streamkit_server: ServerThread) -> None:
 
 
 def test_status_fault_in_openai_shape(streamkit_server: ServerThread) -> None:
-    response = responses(streamkit_server, "status=429,retry_after=1,key=test_responses_wire_429")
+    response = responses(streamkit_server, "status=429:1,retry_after=1,key=test_responses_wire_429")
     assert response.status == 429 and response.headers["retry-after"] == "1"
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["code"] == "rate_limit_exceeded"
-    assert responses(streamkit_server, "status=429,retry_after=1,key=test_responses_wire_429").status == 200
+    assert responses(streamkit_server, "status=429:1,retry_after=1,key=test_responses_wire_429").status == 200
 
 
 def test_a_chat_only_error_form_is_a_400_that_names_the_allowed_ones(streamkit_server: ServerThread) -> None:

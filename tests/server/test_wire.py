@@ -106,8 +106,13 @@ def test_malformed_json(streamkit_server: ServerThread) -> None:
     assert b"[DONE]" not in response.body
 
 
-def test_status_fails_k_times_then_serves(streamkit_server: ServerThread) -> None:
-    fault = "status=429,retry_after=2,retry_after_ms=1500,fail_times=2,key=test_status"
+@pytest.mark.parametrize(
+    ("count", "key"), [("status=429:2", "colon"), ("status=429,fail_times=2", "fail_times")]
+)
+def test_status_with_a_count_fails_k_times_then_serves(
+    streamkit_server: ServerThread, count: str, key: str
+) -> None:
+    fault = f"{count},retry_after=2,retry_after_ms=1500,key=test_status_{key}"
     for _ in range(2):
         response = chat(streamkit_server, fault)
         assert response.status == 429
@@ -116,6 +121,13 @@ def test_status_fails_k_times_then_serves(streamkit_server: ServerThread) -> Non
         error = response.json()["error"]
         assert (error["type"], error["code"]) == ("requests", "rate_limit_exceeded")
     assert chat(streamkit_server, fault).status == 200
+    assert streamkit_server.stats.attempts[f"test_status_{key}"] == 3
+
+
+def test_status_without_a_count_fails_every_attempt(streamkit_server: ServerThread) -> None:
+    fault = "status=500,key=test_status_every"
+    assert [chat(streamkit_server, fault).status for _ in range(5)] == [500] * 5
+    assert streamkit_server.stats.attempts["test_status_every"] == 5
 
 
 @pytest.mark.parametrize(
@@ -285,6 +297,18 @@ def test_bad_fault_header_is_a_400(streamkit_server: ServerThread) -> None:
     assert "unknown fault" in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("fault", "why"),
+    [("status=500:", "status count needs a value"), ("status=500:x", "status count='x' is not a valid int"),
+     ("status=:1", "status needs a value"), ("status=500:-1", "status count must not be negative"),
+     ("status=200:1", "status must be a 4xx or 5xx code")],
+)  # fmt: skip
+def test_a_bad_status_count_is_a_400(streamkit_server: ServerThread, fault: str, why: str) -> None:
+    response = chat(streamkit_server, fault)
+    assert response.status == 400
+    assert response.json()["error"]["message"] == f"Invalid streamkit header: {why}"
+
+
 def test_api_key_is_required_when_set() -> None:
     with ServerThread(ServerConfig(api_key="sk-secret")) as server:
         denied = post(server.url, "/v1/chat/completions", CHAT)
@@ -298,11 +322,40 @@ def test_api_key_is_required_when_set() -> None:
         assert "sk-secret" not in repr(server.config)
 
 
-def test_models(streamkit_server: ServerThread) -> None:
+def models(server: ServerThread) -> list[str]:
     import urllib.request
 
-    with urllib.request.urlopen(streamkit_server.base_url + "/models") as response:
-        assert json.load(response)["data"][0]["id"] == "scripted"
+    with urllib.request.urlopen(server.base_url + "/models") as response:
+        return [model["id"] for model in json.load(response)["data"]]
+
+
+def test_models(streamkit_server: ServerThread) -> None:
+    assert models(streamkit_server) == ["scripted"]
+    with ServerThread(ServerConfig(model="gpt-4o-mini")) as server:
+        assert models(server) == ["gpt-4o-mini"]
+
+
+# Each API's path, a request for the model `m`, and the answer's `model` field in its whole answer.
+ANY_MODEL: dict[str, tuple[str, dict[str, Any]]] = {
+    "chat": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+    "completions": ("/v1/completions", {"prompt": "hi"}),
+    "responses": ("/v1/responses", {"input": "hi"}),
+    "messages": ("/v1/messages", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}),
+}
+
+
+@pytest.mark.parametrize("api", ANY_MODEL)
+def test_any_model_answers_every_name_under_the_name_asked(api: str) -> None:
+    path, body = ANY_MODEL[api]
+    with ServerThread(ServerConfig(any_model=True)) as server:
+        for name in ("gpt-4o-mini", "claude-haiku-4-5", "scripted"):
+            whole = post(server.url, path, {"model": name, **body})
+            assert whole.status == 200 and whole.json()["model"] == name
+            stream = post(server.url, path, {"model": name, **body, "stream": True})
+            assert stream.status == 200 and f'"model":"{name}"'.encode() in stream.body
+        assert models(server) == ["scripted"]
+        missing = post(server.url, path, body)  # a name is still required
+        assert missing.status == 400
 
 
 def test_server_wide_faults() -> None:

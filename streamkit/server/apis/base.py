@@ -32,8 +32,9 @@ class ServerApi(abc.ABC):
     malformed: ClassVar[bytes] = b'{"broken": "tru'
 
     @abc.abstractmethod
-    def parse_request(self, body: dict[str, Any], model: str) -> Script:
-        """Check a request as the API would, for the scripted model serving `model`. Raises `RequestError`."""
+    def parse_request(self, body: dict[str, Any], model: str | None) -> Script:
+        """Check a request as the API would, for the scripted model serving `model` (None: any name, the
+        script then carrying the name asked). Raises `RequestError`."""
 
     @abc.abstractmethod
     def render(self, script: Script, answers: list[Answer], tokens_per_chunk: int) -> Plan:

@@ -77,9 +77,9 @@ def openai_fault_error(status: int) -> RequestError:
     return RequestError(status, f"{reason} (an injected fault).")
 
 
-def openai_sampling(body: dict[str, Any], model: str) -> Script:
+def openai_sampling(body: dict[str, Any], model: str | None) -> Script:
     """The checks chat and legacy completions share, and the script they give."""
-    check_model(body, model)
+    model = check_model(body, model)
     check_type(body, "stream", bool)
     check_range(body, "temperature", float, 0, 2)
     check_range(body, "top_p", float, 0, 1)
@@ -161,7 +161,7 @@ class ChatServer(OpenAIChunkServer):
     name = "chat"
     path = "/chat/completions"
 
-    def parse_request(self, body: dict[str, Any], model: str) -> Script:
+    def parse_request(self, body: dict[str, Any], model: str | None) -> Script:
         script = openai_sampling(body, model)
         messages = body.get("messages")
         if messages is None:

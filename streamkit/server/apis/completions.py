@@ -38,7 +38,7 @@ class CompletionServer(OpenAIChunkServer):
     name = "completions"
     path = "/completions"
 
-    def parse_request(self, body: dict[str, Any], model: str) -> Script:
+    def parse_request(self, body: dict[str, Any], model: str | None) -> Script:
         script = openai_sampling(body, model)
         if "prompt" not in body:
             raise RequestError(

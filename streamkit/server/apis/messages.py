@@ -52,8 +52,8 @@ class MessagesServer(ServerApi):
     error_forms = ("event",)
     malformed = b'{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "tru'
 
-    def parse_request(self, body: dict[str, Any], model: str) -> Script:
-        check_model(body, model)
+    def parse_request(self, body: dict[str, Any], model: str | None) -> Script:
+        model = check_model(body, model)
         stream = bool(check_type(body, "stream", bool))
         if body.get("max_tokens") is None:
             raise RequestError(400, "max_tokens: Field required", "max_tokens")

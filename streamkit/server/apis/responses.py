@@ -41,8 +41,8 @@ class ResponsesServer(ServerApi):
     error_forms = ("event", "failed")
     malformed = b'{"type": "response.output_text.delta", "delta": "tru'
 
-    def parse_request(self, body: dict[str, Any], model: str) -> Script:
-        check_model(body, model)
+    def parse_request(self, body: dict[str, Any], model: str | None) -> Script:
+        model = check_model(body, model)
         stream = bool(check_type(body, "stream", bool))
         if body.get("input") is None:
             raise RequestError(
