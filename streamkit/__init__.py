@@ -20,6 +20,7 @@ from streamkit.errors import (
     ChunkDecodeError,
     ConnectError,
     ConnectTimeout,
+    ConversationBusyError,
     FirstTokenTimeout,
     IdleTimeout,
     IncompleteStreamError,
@@ -80,6 +81,8 @@ from streamkit.protocols.responses import (
     ResponseStreamEvent,
     ResponseUsage,
 )
+from streamkit.server.local import MODEL_NAME as LOCAL_MODEL
+from streamkit.server.local import LocalModel, LocalModelUnavailable
 from streamkit.sse import ServerSentEvent, SSEDecoder
 from streamkit.streams import (
     ChatCompletionStream,
@@ -91,6 +94,7 @@ from streamkit.streams import (
 )
 
 __all__ = [
+    "LOCAL_MODEL",
     "APIError",
     "APIStatusError",
     "AsyncClient",
@@ -119,11 +123,14 @@ __all__ = [
     "ConnectTimeout",
     "ContentBlock",
     "Conversation",
+    "ConversationBusyError",
     "FirstTokenTimeout",
     "FunctionCall",
     "IdleTimeout",
     "IncompleteStreamError",
     "InternalServerError",
+    "LocalModel",
+    "LocalModelUnavailable",
     "Message",
     "MessageAccumulator",
     "MessageEvent",

@@ -68,6 +68,7 @@ from streamkit.protocols.chat import CHAT, ChatCompletion
 from streamkit.protocols.completions import COMPLETIONS, Completion
 from streamkit.protocols.messages import MESSAGES, Message
 from streamkit.protocols.responses import RESPONSES, Response
+from streamkit.server.local import LocalModel
 from streamkit.streams import (
     ChatCompletionStream,
     CompletionStream,
@@ -325,13 +326,52 @@ class AsyncClient:
         self.responses = Responses(self)
         self.messages = Messages(self)
         self.models = Models(self)
+        self._local: LocalModel | None = None  # the model that `local()` started, stopped at `aclose()`
 
     def __repr__(self) -> str:
         return f"AsyncClient(base_url={self.base_url!r}, transport={self._transport_name!r})"
 
+    @classmethod
+    def local(
+        cls,
+        *,
+        transport: Literal["aiohttp", "httpx"] | Transport = "aiohttp",
+        timeout: Timeout = Timeout(),
+        max_retries: int = 2,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> AsyncClient:
+        """A client of the embedded model, which `streamkit chat` answers with when nothing is configured:
+        llama.cpp's server with SmolLM2-135M-Instruct, started now in a child process on a free loopback port
+        (this call waits for it to load, about a second) and stopped when the client closes. Its model is
+        named `smollm2` (`streamkit.LOCAL_MODEL`); no key and no network. Every API is served.
+
+        Raises `LocalModelUnavailable` (a RuntimeError) without the `local` extra and the weights, with the
+        command that installs them."""
+        model = LocalModel().start()
+        try:
+            client = cls(
+                api_key="",  # no key of the environment's goes to the local model
+                base_url=model.base_url,
+                transport=transport,
+                timeout=timeout,
+                max_retries=max_retries,
+                default_headers=default_headers,
+            )
+        except BaseException:
+            model.stop()
+            raise
+        client._local = model
+        return client
+
     async def aclose(self) -> None:
-        """Close the pooled connections. Idempotent."""
-        await self._transport.aclose()
+        """Close the pooled connections, and stop the local model of `AsyncClient.local()`. Idempotent."""
+        try:
+            await self._transport.aclose()
+        finally:
+            local, self._local = self._local, None
+            if local is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(local.stop)
 
     async def __aenter__(self) -> AsyncClient:
         return self
