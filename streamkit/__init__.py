@@ -11,7 +11,7 @@ from streamkit.client import (
     ResponseParams,
     Timeout,
 )
-from streamkit.conversation import Conversation
+from streamkit.conversation import Conversation, SyncConversation
 from streamkit.errors import (
     APIError,
     APIStatusError,
@@ -91,7 +91,13 @@ from streamkit.streams import (
     ResponseStream,
     Stream,
     StreamMetrics,
+    SyncChatCompletionStream,
+    SyncCompletionStream,
+    SyncMessageStream,
+    SyncResponseStream,
+    SyncStream,
 )
+from streamkit.sync import Client
 
 __all__ = [
     "LOCAL_MODEL",
@@ -111,6 +117,7 @@ __all__ = [
     "ChoiceLogprobs",
     "ChunkChoice",
     "ChunkDecodeError",
+    "Client",
     "Completion",
     "CompletionAccumulator",
     "CompletionChoice",
@@ -159,6 +166,12 @@ __all__ = [
     "StreamAPIError",
     "StreamMetrics",
     "StreamkitError",
+    "SyncChatCompletionStream",
+    "SyncCompletionStream",
+    "SyncConversation",
+    "SyncMessageStream",
+    "SyncResponseStream",
+    "SyncStream",
     "TextBlock",
     "ThinkingBlock",
     "Timeout",

@@ -59,6 +59,7 @@ from streamkit.errors import (
     ReadError,
     StreamkitError,
     TotalTimeout,
+    TransportError,
     UnexpectedContentType,
     api_error_fields,
     status_error_class,
@@ -284,28 +285,20 @@ _StreamT = TypeVar("_StreamT", bound=Stream[Any, Any])
 _FinalT = TypeVar("_FinalT")
 
 
-class AsyncClient:
-    """A client for OpenAI-compatible and Anthropic APIs. Use it as an async context manager, or call
-    `aclose()`.
-
-    `api_key` and `base_url`, when given, serve every API. Without them, the OpenAI-dialect resources
-    (`chat.completions`, `completions`, `responses`) read `OPENAI_API_KEY` and `OPENAI_BASE_URL` (then the
-    OpenAI API), and `messages` reads `ANTHROPIC_API_KEY` and `ANTHROPIC_BASE_URL` (then the Anthropic API):
-    a key from one provider's variable is never sent to the other's resource. With no key, no key header is
-    sent (local servers need none). `transport` is `"aiohttp"` (asyncio only), `"httpx"` (asyncio or trio),
-    or any `streamkit.transports.Transport`. One client serves any number of concurrent requests over one
-    pool of connections, with no cap on their number.
-    """
+class _BaseClient:
+    """What `AsyncClient` and `Client` share, all of it free of I/O: where each provider's requests go and
+    with which key, the request of a call (`_build`), the next hop of a redirect (`_redirected`), the error of
+    a non-2xx answer (`_error_of`), and the redaction of keys from whatever a server sends back. The retry
+    policy is `_Retries`. Each client has only its loops of sends and reads, which wait on the network in its
+    own way."""
 
     def __init__(
         self,
-        *,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        transport: Literal["aiohttp", "httpx"] | Transport = "aiohttp",
-        timeout: Timeout = Timeout(),
-        max_retries: int = 2,
-        default_headers: Mapping[str, str] | None = None,
+        api_key: str | None,
+        base_url: str | None,
+        timeout: Timeout,
+        max_retries: int,
+        default_headers: Mapping[str, str] | None,
     ) -> None:
         self._providers = {
             "openai": _openai_provider(api_key, base_url),
@@ -317,67 +310,9 @@ class AsyncClient:
         self.base_url = self._providers["openai"].base_url
         self.timeout = timeout
         self.max_retries = max_retries
-        self._transport_name = transport if isinstance(transport, str) else type(transport).__name__
-        self._transport = _make_transport(transport)
         self._headers = {"User-Agent": f"streamkit/{__version__}", "Content-Type": "application/json"}
         self._headers.update(default_headers or {})
-        self.chat = _Chat(self)
-        self.completions = Completions(self)
-        self.responses = Responses(self)
-        self.messages = Messages(self)
-        self.models = Models(self)
-        self._local: LocalModel | None = None  # the model that `local()` started, stopped at `aclose()`
-
-    def __repr__(self) -> str:
-        return f"AsyncClient(base_url={self.base_url!r}, transport={self._transport_name!r})"
-
-    @classmethod
-    def local(
-        cls,
-        *,
-        transport: Literal["aiohttp", "httpx"] | Transport = "aiohttp",
-        timeout: Timeout = Timeout(),
-        max_retries: int = 2,
-        default_headers: Mapping[str, str] | None = None,
-    ) -> AsyncClient:
-        """A client of the embedded model, which `streamkit chat` answers with when nothing is configured:
-        llama.cpp's server with SmolLM2-135M-Instruct, started now in a child process on a free loopback port
-        (this call waits for it to load, about a second) and stopped when the client closes. Its model is
-        named `smollm2` (`streamkit.LOCAL_MODEL`); no key and no network. Every API is served.
-
-        Raises `LocalModelUnavailable` (a RuntimeError) without the `local` extra and the weights, with the
-        command that installs them."""
-        model = LocalModel().start()
-        try:
-            client = cls(
-                api_key="",  # no key of the environment's goes to the local model
-                base_url=model.base_url,
-                transport=transport,
-                timeout=timeout,
-                max_retries=max_retries,
-                default_headers=default_headers,
-            )
-        except BaseException:
-            model.stop()
-            raise
-        client._local = model
-        return client
-
-    async def aclose(self) -> None:
-        """Close the pooled connections, and stop the local model of `AsyncClient.local()`. Idempotent."""
-        try:
-            await self._transport.aclose()
-        finally:
-            local, self._local = self._local, None
-            if local is not None:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(local.stop)
-
-    async def __aenter__(self) -> AsyncClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+        self._local: LocalModel | None = None  # the model that `local()` started, stopped at close
 
     def _redact(self, text: str) -> str:
         """The text with each of the client's keys that stands in it as a whole token replaced by `***`."""
@@ -434,72 +369,6 @@ class AsyncClient:
         )
         return request, timeout
 
-    async def _open(
-        self, request: Request, total_deadline: float | None
-    ) -> tuple[HTTPResponse, StreamMetrics, float]:
-        """Send, with retries, until a 2xx head arrives; return it with the metrics of the call so far (when
-        it started, and when the answering attempt was sent) and that send time on anyio's clock. Raises
-        the last try's status or transport error."""
-        if (
-            self._transport_name == "aiohttp" or getattr(self._transport, "asyncio_only", False)
-        ) and sniffio.current_async_library() != "asyncio":
-            raise RuntimeError("the aiohttp transport runs on asyncio only; use transport='httpx' under trio")
-        if total_deadline is None:  # no cancel scope to pay for
-            return await self._tries(request)
-        with anyio.move_on_at(total_deadline):
-            return await self._tries(request)
-        raise TotalTimeout("the request took longer than the total timeout")
-
-    async def _tries(self, request: Request) -> tuple[HTTPResponse, StreamMetrics, float]:
-        attempt = resent = 0
-        call_started = perf_counter()
-        while True:
-            sent, sent_loop = perf_counter(), anyio.current_time()
-            try:
-                response = await self._send(request)
-            except (ConnectError, ConnectTimeout, ReadError) as exc:
-                if exc.stale and resent < STALE_RESENDS:
-                    resent += 1
-                    continue
-                if attempt >= self.max_retries:
-                    raise
-                wait = _backoff(attempt)
-            else:
-                if 200 <= response.status < 300:
-                    metrics = StreamMetrics(sent, perf_counter(), call_started, attempt + resent + 1)
-                    return response, metrics, sent_loop
-                error = await self._status_error(response)
-                if response.status not in RETRY_STATUSES and not 500 <= response.status < 600:
-                    raise error
-                if attempt >= self.max_retries:
-                    raise error
-                asked = _retry_after(response.headers)
-                if asked is not None and asked > RETRY_AFTER_CAP:
-                    raise error
-                wait = _backoff(attempt) if asked is None else asked
-            attempt += 1
-            await anyio.sleep(wait)
-
-    async def _send(self, request: Request) -> HTTPResponse:
-        """Send the request through the transport, following its redirects: the answer of the last hop.
-        Raises what the transport raises, and `ProtocolError` for too many redirects or a `Location` that is
-        not an http(s) URL."""
-        redirects = 0
-        while True:
-            response = await self._transport.send(request)
-            location = response.headers.get("location")
-            if response.status not in REDIRECT_STATUSES or location is None:
-                return response
-            try:
-                await response.release()  # a redirect's body is of no use; its connection may be
-            except BaseException:
-                await response.aclose()
-                raise
-            if redirects == MAX_REDIRECTS:
-                raise ProtocolError("the server redirected too many times")
-            redirects += 1
-            request = self._redirected(request, response.status, location)
-
     def _redirected(self, request: Request, status: int, location: str) -> Request:
         """The request that a redirect to `location` asks for, without credentials if it goes to another
         origin. Raises `ProtocolError` where `location` is not an http(s) URL."""
@@ -528,24 +397,182 @@ class AsyncClient:
             headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
         return replace(request, method=method, url=url, headers=headers, content=content)
 
-    async def _status_error(self, response: HTTPResponse) -> APIStatusError:
-        raw = await _read_some(response, self._readable(ERROR_BODY_LIMIT))
+    def _error_of(self, status: int, headers: Mapping[str, str], raw: bytes) -> APIStatusError:
+        """The `APIStatusError` subclass of a non-2xx answer, from its head and the start of its body (read
+        up to `_readable(ERROR_BODY_LIMIT)`), redacted."""
         text = self._shown(raw.decode("utf-8", "replace"), ERROR_BODY_LIMIT)
         try:
             body: object = msgspec.json.decode(text)
         except (msgspec.DecodeError, RecursionError):
             body = text
         message, type, code, param = api_error_fields(body) if isinstance(body, dict) else (None,) * 4
-        status = response.status
         return status_error_class(status)(
             message or f"HTTP {status}: {text[:RAW_PREVIEW]}".rstrip(": "),
             status_code=status,
-            headers=response.headers,
+            headers=headers,
             body=body,
             code=code,
             type=type,
             param=param,
         )
+
+    def _unexpected(self, content_type: str, raw: bytes) -> UnexpectedContentType:
+        """The error of a 2xx answer to a stream that is not an event stream, from the start of its body."""
+        return UnexpectedContentType(
+            f"expected a text/event-stream answer, got {content_type!r}",
+            content_type=content_type,
+            raw=self._shown(raw.decode("utf-8", "replace"), RAW_PREVIEW),
+        )
+
+    def _decoded(self, body: bytes, decode: Callable[[bytes], _FinalT]) -> _FinalT:
+        """A whole 2xx answer, decoded; a `ChunkDecodeError` keeps its start, redacted, as `.raw`."""
+        try:
+            return decode(body)
+        except ChunkDecodeError as exc:
+            exc.raw = self._shown(exc.raw, ERROR_BODY_LIMIT)
+            exc.message = self._redact(exc.message)
+            exc.args = (exc.message,)
+            raise
+
+
+class AsyncClient(_BaseClient):
+    """A client for OpenAI-compatible and Anthropic APIs. Use it as an async context manager, or call
+    `aclose()`.
+
+    `api_key` and `base_url`, when given, serve every API. Without them, the OpenAI-dialect resources
+    (`chat.completions`, `completions`, `responses`) read `OPENAI_API_KEY` and `OPENAI_BASE_URL` (then the
+    OpenAI API), and `messages` reads `ANTHROPIC_API_KEY` and `ANTHROPIC_BASE_URL` (then the Anthropic API):
+    a key from one provider's variable is never sent to the other's resource. With no key, no key header is
+    sent (local servers need none). `transport` is `"aiohttp"` (asyncio only), `"httpx"` (asyncio or trio),
+    or any `streamkit.transports.Transport`. One client serves any number of concurrent requests over one
+    pool of connections, with no cap on their number.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        transport: Literal["aiohttp", "httpx"] | Transport = "aiohttp",
+        timeout: Timeout = Timeout(),
+        max_retries: int = 2,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(api_key, base_url, timeout, max_retries, default_headers)
+        self._transport_name = transport if isinstance(transport, str) else type(transport).__name__
+        self._transport = _make_transport(transport)
+        self.chat = _Chat(self)
+        self.completions = Completions(self)
+        self.responses = Responses(self)
+        self.messages = Messages(self)
+        self.models = Models(self)
+
+    def __repr__(self) -> str:
+        return f"AsyncClient(base_url={self.base_url!r}, transport={self._transport_name!r})"
+
+    @classmethod
+    def local(
+        cls,
+        *,
+        transport: Literal["aiohttp", "httpx"] | Transport = "aiohttp",
+        timeout: Timeout = Timeout(),
+        max_retries: int = 2,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> AsyncClient:
+        """A client of the embedded model, which `streamkit chat` answers with when nothing is configured:
+        llama.cpp's server with SmolLM2-135M-Instruct, started now in a child process on a free loopback port
+        (this call waits for it to load, about a second) and stopped when the client closes. Its model is
+        named `smollm2` (`streamkit.LOCAL_MODEL`); no key and no network. Every API is served.
+
+        Raises `LocalModelUnavailable` (a RuntimeError) without the `local` extra and the weights, with the
+        command that installs them."""
+        model = LocalModel().start()
+        try:
+            client = cls(
+                api_key="",  # no key of the environment's goes to the local model
+                base_url=model.base_url,
+                transport=transport,
+                timeout=timeout,
+                max_retries=max_retries,
+                default_headers=default_headers,
+            )
+        except BaseException:
+            model.stop()
+            raise
+        client._local = model
+        return client
+
+    async def aclose(self) -> None:
+        """Close the pooled connections, and stop the local model of `AsyncClient.local()`. Idempotent."""
+        try:
+            await self._transport.aclose()
+        finally:
+            local, self._local = self._local, None
+            if local is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(local.stop)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _open(
+        self, request: Request, total_deadline: float | None
+    ) -> tuple[HTTPResponse, StreamMetrics, float]:
+        """Send, with retries, until a 2xx head arrives; return it with the metrics of the call so far (when
+        it started, and when the answering attempt was sent) and that send time on anyio's clock. Raises
+        the last try's status or transport error."""
+        if (
+            self._transport_name == "aiohttp" or getattr(self._transport, "asyncio_only", False)
+        ) and sniffio.current_async_library() != "asyncio":
+            raise RuntimeError("the aiohttp transport runs on asyncio only; use transport='httpx' under trio")
+        if total_deadline is None:  # no cancel scope to pay for
+            return await self._tries(request)
+        with anyio.move_on_at(total_deadline):
+            return await self._tries(request)
+        raise TotalTimeout("the request took longer than the total timeout")
+
+    async def _tries(self, request: Request) -> tuple[HTTPResponse, StreamMetrics, float]:
+        retries = _Retries(self.max_retries)
+        while True:
+            sent, sent_loop = perf_counter(), anyio.current_time()
+            try:
+                response = await self._send(request)
+            except (ConnectError, ConnectTimeout, ReadError) as exc:
+                wait = retries.after_error(exc)
+            else:
+                if 200 <= response.status < 300:
+                    return response, retries.metrics(sent), sent_loop
+                error = await self._status_error(response)
+                wait = retries.after_status(response.status, response.headers, error)
+            if wait is not None:
+                await anyio.sleep(wait)
+
+    async def _send(self, request: Request) -> HTTPResponse:
+        """Send the request through the transport, following its redirects: the answer of the last hop.
+        Raises what the transport raises, and `ProtocolError` for too many redirects or a `Location` that is
+        not an http(s) URL."""
+        redirects = 0
+        while True:
+            response = await self._transport.send(request)
+            location = response.headers.get("location")
+            if response.status not in REDIRECT_STATUSES or location is None:
+                return response
+            try:
+                await response.release()  # a redirect's body is of no use; its connection may be
+            except BaseException:
+                await response.aclose()
+                raise
+            if redirects == MAX_REDIRECTS:
+                raise ProtocolError("the server redirected too many times")
+            redirects += 1
+            request = self._redirected(request, response.status, location)
+
+    async def _status_error(self, response: HTTPResponse) -> APIStatusError:
+        raw = await _read_some(response, self._readable(ERROR_BODY_LIMIT))
+        return self._error_of(response.status, response.headers, raw)
 
     async def stream(
         self, api: str | Api[Any, Any], body: Mapping[str, object], **options: Unpack[_RequestOptions]
@@ -571,14 +598,7 @@ class AsyncClient:
         total_deadline = None if timeout.total is None else anyio.current_time() + timeout.total
         response, _, _ = await self._open(request, total_deadline)
         with anyio.move_on_at(total_deadline if total_deadline is not None else math.inf):
-            body = await _read_some(response, None)
-            try:
-                return decode(body)
-            except ChunkDecodeError as exc:
-                exc.raw = self._shown(exc.raw, ERROR_BODY_LIMIT)
-                exc.message = self._redact(exc.message)
-                exc.args = (exc.message,)
-                raise
+            return self._decoded(await _read_some(response, None), decode)
         raise TotalTimeout("the request took longer than the total timeout")
 
     async def _stream(
@@ -592,13 +612,8 @@ class AsyncClient:
         total_deadline = None if timeout.total is None else anyio.current_time() + timeout.total
         response, metrics, sent_loop = await self._open(request, total_deadline)
         content_type = response.headers.get("content-type")
-        if content_type is not None and content_type.partition(";")[0].strip().lower() != "text/event-stream":
-            raw = (await _read_some(response, self._readable(RAW_PREVIEW))).decode("utf-8", "replace")
-            raise UnexpectedContentType(
-                f"expected a text/event-stream answer, got {content_type!r}",
-                content_type=content_type,
-                raw=self._shown(raw, RAW_PREVIEW),
-            )
+        if content_type is not None and not _is_event_stream(content_type):
+            raise self._unexpected(content_type, await _read_some(response, self._readable(RAW_PREVIEW)))
         first_token = timeout.first_token
         return stream_type(
             response,
@@ -627,6 +642,49 @@ async def _read_some(response: HTTPResponse, limit: int | None) -> bytes:
         await response.aclose()
     body = b"".join(parts)
     return body if limit is None else body[:limit]
+
+
+class _Retries:
+    """The retry policy of one call, the same for both clients. Each failed try goes to `after_error` or
+    `after_status`, which say how long to wait before the next (None: resend at once), or raise the try's
+    error where no retry is left or allowed. A stale pooled connection is resent at once, up to
+    `STALE_RESENDS` times, and that is no retry."""
+
+    __slots__ = ("attempt", "max_retries", "resent", "started")
+
+    def __init__(self, max_retries: int) -> None:
+        self.max_retries = max_retries
+        self.attempt = 0  # retries so far
+        self.resent = 0  # resends after a stale connection so far
+        self.started = perf_counter()
+
+    def after_error(self, error: TransportError) -> float | None:
+        if error.stale and self.resent < STALE_RESENDS:
+            self.resent += 1
+            return None
+        if self.attempt >= self.max_retries:
+            raise error
+        self.attempt += 1
+        return _backoff(self.attempt - 1)
+
+    def after_status(self, status: int, headers: Mapping[str, str], error: APIStatusError) -> float:
+        if status not in RETRY_STATUSES and not 500 <= status < 600:
+            raise error
+        if self.attempt >= self.max_retries:
+            raise error
+        asked = _retry_after(headers)
+        if asked is not None and asked > RETRY_AFTER_CAP:
+            raise error
+        self.attempt += 1
+        return _backoff(self.attempt - 1) if asked is None else asked
+
+    def metrics(self, sent: float) -> StreamMetrics:
+        """The metrics of the call that the try sent at `sent` answered with a 2xx head, now."""
+        return StreamMetrics(sent, perf_counter(), self.started, self.attempt + self.resent + 1)
+
+
+def _is_event_stream(content_type: str) -> bool:
+    return content_type.partition(";")[0].strip().lower() == "text/event-stream"
 
 
 def _json_body(body: Mapping[str, object], options: _RequestOptions) -> dict[str, object]:
@@ -758,6 +816,51 @@ def _split(params: Mapping[str, object]) -> tuple[dict[str, object], _RequestOpt
     return body, options
 
 
+# Each API's request from the named arguments of its `create`, for both clients: the body (the parameters,
+# None ones included, which `_json_body` leaves out) and the request options.
+_Call = tuple[dict[str, object], _RequestOptions]
+
+
+def _chat_body(
+    model: str, messages: Sequence[Mapping[str, object]], stream: bool, params: Mapping[str, object]
+) -> _Call:
+    body, options = _split(params)
+    return {"model": model, "messages": list(messages), "stream": stream, **body}, options
+
+
+def _completion_body(
+    model: str, prompt: str | Sequence[str], stream: bool, params: Mapping[str, object]
+) -> _Call:
+    body, options = _split(params)
+    prompt = prompt if isinstance(prompt, str) else list(prompt)
+    return {"model": model, "prompt": prompt, "stream": stream, **body}, options
+
+
+def _response_body(
+    model: str, input: str | Sequence[Mapping[str, object]], stream: bool, params: Mapping[str, object]
+) -> _Call:
+    body, options = _split(params)
+    input = input if isinstance(input, str) else list(input)
+    return {"model": model, "input": input, "stream": stream, **body}, options
+
+
+def _message_body(
+    model: str,
+    messages: Sequence[Mapping[str, object]],
+    max_tokens: int,
+    stream: bool,
+    params: Mapping[str, object],
+) -> _Call:
+    body, options = _split(params)
+    return {
+        "model": model,
+        "messages": list(messages),
+        "max_tokens": max_tokens,
+        "stream": stream,
+        **body,
+    }, options
+
+
 class ChatCompletions:
     """`client.chat.completions`."""
 
@@ -797,8 +900,7 @@ class ChatCompletions:
         Raises the `APIStatusError` subclass of a non-2xx answer, `UnexpectedContentType` for a 2xx stream
         answer that is not an event stream, and the transport and timeout errors of `streamkit.errors`.
         """
-        body, options = _split(params)
-        body = {"model": model, "messages": list(messages), "stream": stream, **body}
+        body, options = _chat_body(model, messages, stream, params)
         if stream:
             return await self._client._stream(ChatCompletionStream, body, options)
         return await self._client._whole(CHAT, body, options)
@@ -847,13 +949,7 @@ class Completions:
 
         Raises as `chat.completions.create` does.
         """
-        body, options = _split(params)
-        body = {
-            "model": model,
-            "prompt": prompt if isinstance(prompt, str) else list(prompt),
-            "stream": stream,
-            **body,
-        }
+        body, options = _completion_body(model, prompt, stream, params)
         if stream:
             return await self._client._stream(CompletionStream, body, options)
         return await self._client._whole(COMPLETIONS, body, options)
@@ -899,13 +995,7 @@ class Responses:
         Raises as `chat.completions.create` does; in the stream, `response.failed` and `error` events raise
         `StreamAPIError`.
         """
-        body, options = _split(params)
-        body = {
-            "model": model,
-            "input": input if isinstance(input, str) else list(input),
-            "stream": stream,
-            **body,
-        }
+        body, options = _response_body(model, input, stream, params)
         if stream:
             return await self._client._stream(ResponseStream, body, options)
         return await self._client._whole(RESPONSES, body, options)
@@ -954,14 +1044,7 @@ class Messages:
         retried before the answer starts); in the stream, an `error` event raises `StreamAPIError` with
         the error's `type`.
         """
-        body, options = _split(params)
-        body = {
-            "model": model,
-            "messages": list(messages),
-            "max_tokens": max_tokens,
-            "stream": stream,
-            **body,
-        }
+        body, options = _message_body(model, messages, max_tokens, stream, params)
         if stream:
             return await self._client._stream(MessageStream, body, options)
         return await self._client._whole(MESSAGES, body, options)

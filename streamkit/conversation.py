@@ -17,31 +17,29 @@ response's output items.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
 
-from streamkit.client import AsyncClient, _split
+from streamkit.client import AsyncClient, _RequestOptions, _split
 from streamkit.errors import ConversationBusyError
 from streamkit.protocols import APIS
 from streamkit.protocols.base import Api
-from streamkit.streams import Stream
+from streamkit.streams import Stream, SyncStream, _Reader
+from streamkit.sync import Client
 
-__all__ = ["Conversation"]
+__all__ = ["Conversation", "SyncConversation"]
 
 
-class Conversation:
-    """The messages of a conversation so far (`messages`, in the API's shape), and `send` to add a turn.
+_ClientT = TypeVar("_ClientT")
 
-    `api` is `chat` (the default), `responses` or `messages`. `system` is the system prompt: the first
-    chat message, or the `instructions` or `system` of every request. `max_tokens` is each answer's token
-    limit, under the API's own name (`max_tokens`, `max_output_tokens`). `params` (temperature, tools, ...),
-    under the API's own names, and the request options (`extra_headers`, `timeout`, ...) go with every
-    request; `send` may override them.
-    """
+
+class _History(Generic[_ClientT]):
+    """What `Conversation` and `SyncConversation` share: the history, and a turn's request and its joining
+    the history; each sends in its own way."""
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: _ClientT,
         *,
         model: str,
         system: str | None = None,
@@ -57,7 +55,7 @@ class Conversation:
         self.params = params
         self.messages: list[dict[str, Any]] = []
         # The turn under way: True while its request is sent, then its stream until it is done with.
-        self._turn: Stream[Any, Any] | bool = False
+        self._turn: _Reader[Any, Any] | bool = False
         self.reset()
 
     @property
@@ -76,11 +74,12 @@ class Conversation:
         """Forget every turn; keep the system prompt."""
         self.messages = self.api.history_start(self.system)
 
-    async def send(self, content: str | Mapping[str, object], **params: object) -> Stream[Any, Any]:
-        """Send a user message (text, or a whole message or input item such as a tool result) after the
-        history; return the stream of the answer. When the stream completes, both join the history.
-
-        Raises `ConversationBusyError` while the last turn's stream is still open (see `busy`)."""
+    def _request(
+        self, content: str | Mapping[str, object], params: Mapping[str, object]
+    ) -> tuple[dict[str, object], _RequestOptions, Callable[[Any], None]]:
+        """A turn's body and request options, and what joins it to the history once its stream completes.
+        Raises `ConversationBusyError` while the last turn's stream is still open; the turn is under way from
+        here (`_started` or `_failed` follows)."""
         if self.busy:
             raise ConversationBusyError(
                 "the conversation's last turn is still streaming: read its stream to the end or close it "
@@ -98,11 +97,50 @@ class Conversation:
             self.messages = [*turn, *self.api.reply(final)]
 
         self._turn = True
+        return body, options, completed
+
+    def _started(self, stream: _Reader[Any, Any], completed: Callable[[Any], None]) -> None:
+        stream.add_done_callback(completed)
+        self._turn = stream
+
+
+class Conversation(_History[AsyncClient]):
+    """The messages of a conversation so far (`messages`, in the API's shape), and `send` to add a turn.
+
+    `api` is `chat` (the default), `responses` or `messages`. `system` is the system prompt: the first
+    chat message, or the `instructions` or `system` of every request. `max_tokens` is each answer's token
+    limit, under the API's own name (`max_tokens`, `max_output_tokens`). `params` (temperature, tools, ...),
+    under the API's own names, and the request options (`extra_headers`, `timeout`, ...) go with every
+    request; `send` may override them.
+    """
+
+    async def send(self, content: str | Mapping[str, object], **params: object) -> Stream[Any, Any]:
+        """Send a user message (text, or a whole message or input item such as a tool result) after the
+        history; return the stream of the answer. When the stream completes, both join the history.
+
+        Raises `ConversationBusyError` while the last turn's stream is still open (see `busy`)."""
+        body, options, completed = self._request(content, params)
         try:
-            stream = await self.client.stream(self.api, body, **options)
+            stream: Stream[Any, Any] = await self.client.stream(self.api, body, **options)
         except BaseException:
             self._turn = False
             raise
-        stream.add_done_callback(completed)
-        self._turn = stream
+        self._started(stream, completed)
+        return stream
+
+
+class SyncConversation(_History[Client]):
+    """`Conversation` for a `streamkit.Client`: the same history and rules, and a `send` that returns a
+    `SyncStream`."""
+
+    def send(self, content: str | Mapping[str, object], **params: object) -> SyncStream[Any, Any]:
+        """Send a user message after the history; return the stream of the answer (see
+        `Conversation.send`)."""
+        body, options, completed = self._request(content, params)
+        try:
+            stream: SyncStream[Any, Any] = self.client.stream(self.api, body, **options)
+        except BaseException:
+            self._turn = False
+            raise
+        self._started(stream, completed)
         return stream

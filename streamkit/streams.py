@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from time import perf_counter
 from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
@@ -41,7 +41,9 @@ from streamkit.protocols.completions import COMPLETIONS, Completion, CompletionC
 from streamkit.protocols.messages import MESSAGES, Message, MessageEvent
 from streamkit.protocols.responses import RESPONSES, Response, ResponseEvent
 from streamkit.sse import SSEDecoder
+from streamkit.transports.base import DeadlineExpired
 from streamkit.transports.base import Response as HTTPResponse
+from streamkit.transports.base import SyncResponse as SyncHTTPResponse
 
 __all__ = [
     "ChatCompletionStream",
@@ -50,6 +52,11 @@ __all__ = [
     "ResponseStream",
     "Stream",
     "StreamMetrics",
+    "SyncChatCompletionStream",
+    "SyncCompletionStream",
+    "SyncMessageStream",
+    "SyncResponseStream",
+    "SyncStream",
 ]
 
 ItemT = TypeVar("ItemT")
@@ -148,11 +155,13 @@ class StreamMetrics:
         return f"StreamMetrics(ttft={ttft}, e2e={e2e}, chunks={self.chunks}, tokens={self.completion_tokens})"
 
 
-class Stream(Generic[ItemT, FinalT]):
-    """A streamed response of any API: an async iterator of its typed items.
+class _Reader(Generic[ItemT, FinalT]):
+    """What a stream is apart from how it waits for bytes: its items, their aggregate and their times, from
+    the bytes each read brings (`_decode`). `Stream` reads with `await`, `SyncStream` blocks; the rest is
+    here, once.
 
     `api` says what the items are (`streamkit.protocols`). The subclasses bind it and name the final object
-    (`get_final_completion`, `get_final_response`, ...); the reading is all here.
+    (`get_final_completion`, `get_final_response`, ...).
     """
 
     api: ClassVar[Api[Any, Any]]
@@ -182,7 +191,7 @@ class Stream(Generic[ItemT, FinalT]):
 
     def __init__(
         self,
-        response: HTTPResponse,
+        response: Any,
         metrics: StreamMetrics,
         *,
         first_token_deadline: float | None = None,
@@ -222,7 +231,8 @@ class Stream(Generic[ItemT, FinalT]):
     @property
     def response_headers(self) -> Mapping[str, str]:
         """The headers of the response (case-insensitive)."""
-        return self._response.headers
+        headers: Mapping[str, str] = self._response.headers
+        return headers
 
     @property
     def completed(self) -> bool:
@@ -241,71 +251,11 @@ class Stream(Generic[ItemT, FinalT]):
         items that `metrics.token_arrivals` stamps."""
         return bool(self.api.flags(item) & TOKEN)
 
-    def __aiter__(self) -> Stream[ItemT, FinalT]:
-        return self
-
-    async def __anext__(self) -> ItemT:
-        pending = self._pending
-        while not pending:
-            if not self._reading:
-                if self._error is not None:
-                    raise self._error
-                self._call_back()
-                raise StopAsyncIteration
-            await self._read_more()
-        return pending.popleft()
-
-    async def text_deltas(self) -> AsyncIterator[str]:
-        """The answer's text as it arrives (choice 0's content or text, output text, text deltas), skipping
-        empty deltas."""
-        text_of = self.api.text
-        async for item in self:
-            text = text_of(item)
-            if text:
-                yield text
-
-    async def get_final(self) -> FinalT:
-        """Read the rest of the stream and return the aggregated final object.
-
-        Raises the stream's error if it failed (again, if it was raised before). A stream that its caller
-        closed before it ended (a `break` out of `async with stream:`, `aclose()`, a cancellation) returns
-        what it received, as it stands: the choices that had not finished have no `finish_reason`, a response
-        keeps the status it last had (`in_progress`), a message has no `stop_reason`; `completed` is False,
-        and the done callbacks do not run (a conversation does not keep the turn).
-        """
-        while self._reading:
-            self._pending.clear()
-            await self._read_more()
-        self._pending.clear()
-        if self._error is not None:
-            raise self._error
-        self._call_back()
-        return self.snapshot
-
     def add_done_callback(self, callback: Callable[[FinalT], object]) -> None:
         """Call `callback(final)` once the stream has completed and its caller has taken it all: at the end of
         `async for`, in `get_final_...()`, or at `aclose()` after the last item. Not when it fails, nor when
         it is closed with items left unread."""
         self._done_callbacks.append(callback)
-
-    async def aclose(self) -> None:
-        """Close the response at once; items not yet read are dropped, and a stream closed with items left
-        unread is not complete. Idempotent."""
-        if self._pending:
-            self._pending.clear()
-            self._complete = False
-        self._call_back()
-        if self._reading:
-            self._stop()
-            await self._response.aclose()
-
-    async def __aenter__(self) -> Stream[ItemT, FinalT]:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     # Reading
 
@@ -314,41 +264,12 @@ class Stream(Generic[ItemT, FinalT]):
         self.metrics.completion_tokens = self._accumulator.output_tokens
         self.metrics.prompt_tokens = self._accumulator.input_tokens
 
-    async def _read_more(self) -> None:
-        """Read once and decode what arrived; at the end of the stream or of the body, finish or fail."""
-        response = self._response
-        try:
-            deadline = self._deadline
-            if deadline is None:
-                data = await response.read()
-            else:
-                data = b""
-                with anyio.move_on_at(deadline) as scope:
-                    data = await response.read()
-                if scope.cancelled_caught:
-                    raise self._deadline_error()
-            if data:
-                if self._decode(data, perf_counter()):
-                    await self._finish(response.release)
-            else:
-                self._decoder.close()
-                if not self._accumulator.is_finished():
-                    raise IncompleteStreamError("the body ended before the stream was complete")
-                await self._finish(response.aclose)
-        except StreamkitError as exc:
-            self._redacted(exc).partial = self.snapshot
-            self._error = exc
-            self._stop()
-            await response.aclose()
-        except BaseException:  # cancelled, or a bug: the connection must not outlive it
-            self._stop()
-            await response.aclose()
-            raise
-
-    async def _finish(self, close: Callable[[], Awaitable[None]]) -> None:
+    def _failed(self, exc: StreamkitError) -> None:
+        """The stream fails with `exc`, which carries what was received; it is raised once the items before
+        it are taken."""
+        self._redacted(exc).partial = self.snapshot
+        self._error = exc
         self._stop()
-        self._complete = True
-        await close()
 
     def _call_back(self) -> None:
         """Run the done callbacks, once, if the stream completed."""
@@ -508,6 +429,205 @@ def _earliest(a: float | None, b: float | None) -> float | None:
     return min(a, b)
 
 
+class Stream(_Reader[ItemT, FinalT]):
+    """A streamed response of any API: an async iterator of its typed items (`_Reader` has the rest)."""
+
+    __slots__ = ()
+
+    _response: HTTPResponse
+
+    def __aiter__(self) -> Stream[ItemT, FinalT]:
+        return self
+
+    async def __anext__(self) -> ItemT:
+        pending = self._pending
+        while not pending:
+            if not self._reading:
+                if self._error is not None:
+                    raise self._error
+                self._call_back()
+                raise StopAsyncIteration
+            await self._read_more()
+        return pending.popleft()
+
+    async def text_deltas(self) -> AsyncIterator[str]:
+        """The answer's text as it arrives (choice 0's content or text, output text, text deltas), skipping
+        empty deltas."""
+        text_of = self.api.text
+        async for item in self:
+            text = text_of(item)
+            if text:
+                yield text
+
+    async def get_final(self) -> FinalT:
+        """Read the rest of the stream and return the aggregated final object.
+
+        Raises the stream's error if it failed (again, if it was raised before). A stream that its caller
+        closed before it ended (a `break` out of `async with stream:`, `aclose()`, a cancellation) returns
+        what it received, as it stands: the choices that had not finished have no `finish_reason`, a response
+        keeps the status it last had (`in_progress`), a message has no `stop_reason`; `completed` is False,
+        and the done callbacks do not run (a conversation does not keep the turn).
+        """
+        while self._reading:
+            self._pending.clear()
+            await self._read_more()
+        self._pending.clear()
+        if self._error is not None:
+            raise self._error
+        self._call_back()
+        return self.snapshot
+
+    async def aclose(self) -> None:
+        """Close the response at once; items not yet read are dropped, and a stream closed with items left
+        unread is not complete. Idempotent."""
+        if self._pending:
+            self._pending.clear()
+            self._complete = False
+        self._call_back()
+        if self._reading:
+            self._stop()
+            await self._response.aclose()
+
+    async def __aenter__(self) -> Stream[ItemT, FinalT]:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def _read_more(self) -> None:
+        """Read once and decode what arrived; at the end of the stream or of the body, finish or fail."""
+        response = self._response
+        try:
+            deadline = self._deadline
+            if deadline is None:
+                data = await response.read()
+            else:
+                data = b""
+                with anyio.move_on_at(deadline) as scope:
+                    data = await response.read()
+                if scope.cancelled_caught:
+                    raise self._deadline_error()
+            if data:
+                if self._decode(data, perf_counter()):
+                    await self._finish(response.release)
+            else:
+                self._decoder.close()
+                if not self._accumulator.is_finished():
+                    raise IncompleteStreamError("the body ended before the stream was complete")
+                await self._finish(response.aclose)
+        except StreamkitError as exc:
+            self._failed(exc)
+            await response.aclose()
+        except BaseException:  # cancelled, or a bug: the connection must not outlive it
+            self._stop()
+            await response.aclose()
+            raise
+
+    async def _finish(self, close: Callable[[], Awaitable[None]]) -> None:
+        self._stop()
+        self._complete = True
+        await close()
+
+
+class SyncStream(_Reader[ItemT, FinalT]):
+    """A streamed response of any API for synchronous code: an iterator of its typed items, read by blocking
+    on the connection, with the same items, aggregate, metrics and errors as `Stream`.
+
+        with client.chat.completions.create(model="m", messages=[...], stream=True) as stream:
+            for text in stream.text_deltas():
+                print(text, end="", flush=True)
+        final = stream.get_final_completion()
+    """
+
+    __slots__ = ()
+
+    _response: SyncHTTPResponse
+
+    def __iter__(self) -> SyncStream[ItemT, FinalT]:
+        return self
+
+    def __next__(self) -> ItemT:
+        pending = self._pending
+        while not pending:
+            if not self._reading:
+                if self._error is not None:
+                    raise self._error
+                self._call_back()
+                raise StopIteration
+            self._read_more()
+        return pending.popleft()
+
+    def text_deltas(self) -> Iterator[str]:
+        """The answer's text as it arrives (choice 0's content or text, output text, text deltas), skipping
+        empty deltas."""
+        text_of = self.api.text
+        for item in self:
+            text = text_of(item)
+            if text:
+                yield text
+
+    def get_final(self) -> FinalT:
+        """Read the rest of the stream and return the aggregated final object; as `Stream.get_final`."""
+        while self._reading:
+            self._pending.clear()
+            self._read_more()
+        self._pending.clear()
+        if self._error is not None:
+            raise self._error
+        self._call_back()
+        return self.snapshot
+
+    def close(self) -> None:
+        """Close the response at once; items not yet read are dropped, and a stream closed with items left
+        unread is not complete. Idempotent."""
+        if self._pending:
+            self._pending.clear()
+            self._complete = False
+        self._call_back()
+        if self._reading:
+            self._stop()
+            self._response.close()
+
+    def __enter__(self) -> SyncStream[ItemT, FinalT]:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _read_more(self) -> None:
+        """Read once and decode what arrived; at the end of the stream or of the body, finish or fail."""
+        response = self._response
+        try:
+            try:
+                data = response.read(self._deadline)
+            except DeadlineExpired:
+                raise self._deadline_error() from None
+            if data:
+                if self._decode(data, perf_counter()):
+                    self._finish(response.release)
+            else:
+                self._decoder.close()
+                if not self._accumulator.is_finished():
+                    raise IncompleteStreamError("the body ended before the stream was complete")
+                self._finish(response.close)
+        except StreamkitError as exc:
+            self._failed(exc)
+            response.close()
+        except BaseException:  # Ctrl-C, or a bug: the connection must not outlive it
+            self._stop()
+            response.close()
+            raise
+
+    def _finish(self, close: Callable[[], None]) -> None:
+        self._stop()
+        self._complete = True
+        close()
+
+
 class ChatCompletionStream(Stream[ChatCompletionChunk, ChatCompletion]):
     """A streamed chat completion: an async iterator of `ChatCompletionChunk`s."""
 
@@ -548,3 +668,47 @@ class MessageStream(Stream[MessageEvent, Message]):
     async def get_final_message(self) -> Message:
         """Read the rest of the stream and return the `Message` (see `Stream.get_final`)."""
         return await self.get_final()
+
+
+class SyncChatCompletionStream(SyncStream[ChatCompletionChunk, ChatCompletion]):
+    """A streamed chat completion for synchronous code: an iterator of `ChatCompletionChunk`s."""
+
+    __slots__ = ()
+    api = CHAT
+
+    def get_final_completion(self) -> ChatCompletion:
+        """Read the rest of the stream and return the `ChatCompletion` (see `Stream.get_final`)."""
+        return self.get_final()
+
+
+class SyncCompletionStream(SyncStream[CompletionChunk, Completion]):
+    """A streamed legacy completion for synchronous code: an iterator of `CompletionChunk`s."""
+
+    __slots__ = ()
+    api = COMPLETIONS
+
+    def get_final_completion(self) -> Completion:
+        """Read the rest of the stream and return the `Completion` (see `Stream.get_final`)."""
+        return self.get_final()
+
+
+class SyncResponseStream(SyncStream[ResponseEvent, Response]):
+    """A streamed Responses API answer for synchronous code: an iterator of typed events."""
+
+    __slots__ = ()
+    api = RESPONSES
+
+    def get_final_response(self) -> Response:
+        """Read the rest of the stream and return the `Response` (see `Stream.get_final`)."""
+        return self.get_final()
+
+
+class SyncMessageStream(SyncStream[MessageEvent, Message]):
+    """A streamed Anthropic Messages answer for synchronous code: an iterator of typed events."""
+
+    __slots__ = ()
+    api = MESSAGES
+
+    def get_final_message(self) -> Message:
+        """Read the rest of the stream and return the `Message` (see `Stream.get_final`)."""
+        return self.get_final()

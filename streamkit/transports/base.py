@@ -20,7 +20,19 @@ from urllib.parse import urlsplit
 
 from streamkit.errors import ConnectError, ReadError, StreamkitError
 
-__all__ = ["BROKE", "CONNECT", "Request", "Response", "Transport", "mapped_error", "origin", "reason"]
+__all__ = [
+    "BROKE",
+    "CONNECT",
+    "DeadlineExpired",
+    "Request",
+    "Response",
+    "SyncResponse",
+    "SyncTransport",
+    "Transport",
+    "mapped_error",
+    "origin",
+    "reason",
+]
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,54 @@ class Transport(Protocol):
         ...
 
     async def aclose(self) -> None:
+        """Close every pooled connection. Idempotent."""
+        ...
+
+
+class DeadlineExpired(Exception):
+    """A blocking read that a stream's deadline (its first token's, or the call's total) cut short. The stream
+    raises its own `FirstTokenTimeout` or `TotalTimeout` in its place."""
+
+
+class SyncResponse(Protocol):
+    """A response whose head has arrived, read by blocking: `Response` for synchronous code."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    def read(self, deadline: float | None = None) -> bytes:
+        """The next bytes of the body as they come off the connection, or b"" at its end. `deadline`, on
+        `time.monotonic()`'s clock, bounds the wait as well as `idle` does.
+
+        Raises `ReadError` if the connection breaks, `IdleTimeout` if nothing arrives within `idle`, and
+        `DeadlineExpired` if nothing arrives before `deadline`.
+        """
+        ...
+
+    def close(self) -> None:
+        """Close the response at once, dropping its connection unless the body was read to its end.
+        Idempotent."""
+        ...
+
+    def release(self) -> None:
+        """The stream ended: read what little may follow, briefly, so that the connection can go back to the
+        pool, then close. Never waits long."""
+        ...
+
+
+class SyncTransport(Protocol):
+    """What `streamkit.Client` sends requests through."""
+
+    def send(self, request: Request, deadline: float | None = None) -> SyncResponse:
+        """Send the request and wait for the response head, never following a redirect, within `deadline`
+        (on `time.monotonic()`'s clock) as well as the request's own limits. Raises `ConnectError`,
+        `ConnectTimeout`, `ReadError`, `IdleTimeout` or `DeadlineExpired`."""
+        ...
+
+    def close(self) -> None:
         """Close every pooled connection. Idempotent."""
         ...
 

@@ -269,6 +269,9 @@ class _Trace:
         self.answered = False
 
     async def __call__(self, event: str, info: Mapping[str, object]) -> None:
+        self.seen(event)
+
+    def seen(self, event: str) -> None:
         if event.startswith("connection.connect_tcp."):
             self.connected = True
         elif event.endswith(".receive_response_headers.complete"):
