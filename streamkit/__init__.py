@@ -1,5 +1,5 @@
-"""streamkit: a fast, spec-exact async streaming client for LLM APIs: Chat Completions, legacy Completions,
-the Responses API and Anthropic Messages."""
+"""streamkit: a fast, spec-exact streaming client for LLM APIs, async and sync: Chat Completions, legacy
+Completions, the Responses API and Anthropic Messages."""
 
 from streamkit._version import __version__
 from streamkit.client import (

@@ -253,8 +253,8 @@ class _Reader(Generic[ItemT, FinalT]):
 
     def add_done_callback(self, callback: Callable[[FinalT], object]) -> None:
         """Call `callback(final)` once the stream has completed and its caller has taken it all: at the end of
-        `async for`, in `get_final_...()`, or at `aclose()` after the last item. Not when it fails, nor when
-        it is closed with items left unread."""
+        the loop over it (`async for`, `for`), in `get_final_...()`, or at its close (`aclose()`, `close()`)
+        after the last item. Not when it fails, nor when it is closed with items left unread."""
         self._done_callbacks.append(callback)
 
     # Reading
@@ -569,7 +569,12 @@ class SyncStream(_Reader[ItemT, FinalT]):
                 yield text
 
     def get_final(self) -> FinalT:
-        """Read the rest of the stream and return the aggregated final object; as `Stream.get_final`."""
+        """Read the rest of the stream and return the aggregated final object.
+
+        Raises the stream's error if it failed (again, if it was raised before). A stream that its caller
+        closed before it ended (a `break` out of `with stream:`, `close()`, Ctrl-C) returns what it received,
+        as it stands, as `Stream.get_final` does.
+        """
         while self._reading:
             self._pending.clear()
             self._read_more()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -77,8 +79,14 @@ def load(name: str, folder: Path = EXAMPLES) -> ModuleType:
     return module
 
 
-def test_ask(server: ServerThread, env: dict[str, str]) -> None:
-    lines = run_example("ask.py", env).stdout.splitlines()
+# Each recipe has a sync form for a script (`streamkit.Client`) beside its async form for an app: each test
+# below runs both, with the same checks, and `test_the_sync_form_prints_what_the_async_form_prints` holds
+# them to the same output.
+
+
+@pytest.mark.parametrize("example", ["ask.py", "ask_sync.py"])
+def test_ask(server: ServerThread, env: dict[str, str], example: str) -> None:
+    lines = run_example(example, env).stdout.splitlines()
     assert len(lines) == 2 and lines[0].strip()
     assert lines[1].startswith("finish_reason=stop ttft=")
     assert server.stats.bodies[-1]["messages"] == [
@@ -86,8 +94,11 @@ def test_ask(server: ServerThread, env: dict[str, str]) -> None:
     ]
 
 
-def test_conversation_keeps_and_trims_its_history(server: ServerThread, env: dict[str, str]) -> None:
-    lines = run_example("conversation.py", env).stdout.splitlines()
+@pytest.mark.parametrize("example", ["conversation.py", "conversation_sync.py"])
+def test_conversation_keeps_and_trims_its_history(
+    server: ServerThread, env: dict[str, str], example: str
+) -> None:
+    lines = run_example(example, env).stdout.splitlines()
     assert [line for line in lines if line.startswith("> ")][-1] == "> How long do they last?"
     assert lines[-1] == "7 messages kept"  # the system message and the last three turns
     sent = server.stats.bodies[-1]["messages"]
@@ -98,9 +109,10 @@ def test_conversation_keeps_and_trims_its_history(server: ServerThread, env: dic
     assert [m["role"] for m in sent[1:]] == ["user", "assistant"] * 3 + ["user"]
 
 
-def test_responses(server: ServerThread, claude: ServerThread, env: dict[str, str]) -> None:
+@pytest.mark.parametrize("example", ["responses.py", "responses_sync.py"])
+def test_responses(server: ServerThread, claude: ServerThread, env: dict[str, str], example: str) -> None:
     sent_to_claude = claude.stats.requests
-    lines = run_example("responses.py", env).stdout.splitlines()
+    lines = run_example(example, env).stdout.splitlines()
     assert len(lines) == 4, lines
     text, final, call, whole = lines
     assert text.strip()
@@ -115,9 +127,10 @@ def test_responses(server: ServerThread, claude: ServerThread, env: dict[str, st
     assert claude.stats.requests == sent_to_claude  # the Responses API is OpenAI's
 
 
-def test_messages(server: ServerThread, claude: ServerThread, env: dict[str, str]) -> None:
+@pytest.mark.parametrize("example", ["messages.py", "messages_sync.py"])
+def test_messages(server: ServerThread, claude: ServerThread, env: dict[str, str], example: str) -> None:
     sent_to_openai = server.stats.requests
-    lines = run_example("messages.py", env).stdout.splitlines()
+    lines = run_example(example, env).stdout.splitlines()
     assert len(lines) == 4, lines
     text, final, call, whole = lines
     assert text.strip()
@@ -134,10 +147,11 @@ def test_messages(server: ServerThread, claude: ServerThread, env: dict[str, str
     assert server.stats.requests == sent_to_openai
 
 
+@pytest.mark.parametrize("example", ["conversation_apis.py", "conversation_apis_sync.py"])
 def test_a_conversation_on_responses_and_messages(
-    server: ServerThread, claude: ServerThread, env: dict[str, str]
+    server: ServerThread, claude: ServerThread, env: dict[str, str], example: str
 ) -> None:
-    lines = run_example("conversation_apis.py", env).stdout.splitlines()
+    lines = run_example(example, env).stdout.splitlines()
     assert len(lines) == 6, lines
     assert lines[0].startswith('get_weather({"city": ') and lines[3].startswith('get_weather({"city": ')
     assert lines[1].strip() and lines[4].strip()
@@ -162,8 +176,9 @@ def test_a_conversation_on_responses_and_messages(
     )  # fmt: skip
 
 
-def test_parameters(server: ServerThread, env: dict[str, str]) -> None:
-    lines = run_example("parameters.py", env).stdout.splitlines()
+@pytest.mark.parametrize("example", ["parameters.py", "parameters_sync.py"])
+def test_parameters(server: ServerThread, env: dict[str, str], example: str) -> None:
+    lines = run_example(example, env).stdout.splitlines()
     assert lines[0].startswith("[0] length ") and lines[1].startswith("[1] length ")
     assert lines[-1] == "finish_reason=stop"
     chat, legacy = list(server.stats.bodies)[-2:]
@@ -171,15 +186,19 @@ def test_parameters(server: ServerThread, env: dict[str, str]) -> None:
     assert legacy["suffix"] == "\n    return result\n" and legacy["prompt"] == "def add(a, b):\n"
 
 
-def test_print_a_stream(env: dict[str, str]) -> None:
-    result = run_example("stdout.py", env)
+@pytest.mark.parametrize("example", ["stdout.py", "stdout_sync.py"])
+def test_print_a_stream(server: ServerThread, env: dict[str, str], example: str) -> None:
+    result = run_example(example, env)
     lines = result.stdout.splitlines()
     assert lines[0].strip() and lines[1].startswith("[choice 1] ")
     assert "finish_reason=stop" in result.stderr and "tokens/s" in result.stderr
+    sent = server.stats.bodies[-1]
+    assert (sent["n"], sent["stream_options"]) == (2, {"include_usage": True})
 
 
-def test_errors_and_retries(server: ServerThread, env: dict[str, str]) -> None:
-    lines = run_example("errors.py", env).stdout.splitlines()
+@pytest.mark.parametrize("example", ["errors.py", "errors_sync.py"])
+def test_errors_and_retries(env: dict[str, str], example: str) -> None:
+    lines = run_example(example, env).stdout.splitlines()
     assert len(lines) == 6
     answer, rate_limited, bad_request, dropped, in_stream, timed_out = lines
     assert answer.strip() and not answer.startswith(("rate", "4", "5"))  # two 503s, then retried to success
@@ -188,6 +207,144 @@ def test_errors_and_retries(server: ServerThread, env: dict[str, str]) -> None:
     assert dropped.startswith("ReadError: ") and not dropped.endswith("kept ''")
     assert in_stream.startswith("StreamAPIError: ") and not in_stream.endswith("kept ''")
     assert timed_out == "FirstTokenTimeout, kept ''"
+
+
+# What differs from one run to the next: the time to the first token, and the ids the server makes up
+# (`call_`, `fc_`, `toolu_`... and 24 hex digits).
+RUN_TO_RUN = re.compile(r"(?<=ttft=)[0-9.]+s|(?<=_)[0-9a-f]{24}\b")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["ask", "conversation", "conversation_apis", "errors", "messages", "parameters", "responses", "stdout"],
+)
+def test_the_sync_form_prints_what_the_async_form_prints(
+    name: str, server: ServerThread, claude: ServerThread, env: dict[str, str]
+) -> None:
+    """Each recipe's two forms do the same thing: they send the same requests, which get the same answers,
+    printed the same way."""
+    runs = []
+    for form in ("", "_sync"):
+        before = server.stats.requests, claude.stats.requests
+        printed = run_example(f"{name}{form}.py", env).stdout
+        assert printed.strip()
+        sent = [sent_since(server, before[0]), sent_since(claude, before[1])]
+        runs.append(RUN_TO_RUN.sub("...", f"{printed}\n{json.dumps(sent)}"))
+    assert runs[1] == runs[0]
+
+
+def sent_since(server: ServerThread, requests: int) -> list[dict[str, Any]]:
+    """The bodies of the requests that the server took after its first `requests`, each a valid one."""
+    bodies = server.stats.bodies
+    return bodies[len(bodies) - (server.stats.requests - requests) :]
+
+
+HI = [{"role": "user", "content": "Hi"}]
+# The errors recipe's failures, and a request the server refuses for one of its parameters.
+FAILURES: list[tuple[dict[str, str], dict[str, Any]]] = [
+    ({"x-streamkit-fault": "status=503,fail_times=2"}, {}),
+    ({"x-streamkit-fault": "status=429,fail_times=9,retry_after=0"}, {}),
+    ({"x-streamkit-fault": "status=400"}, {}),
+    ({}, {"temperature": 9}),
+    ({"x-streamkit-fault": "drop=3"}, {}),
+    ({"x-streamkit-fault": "error=object,error_after=2"}, {}),
+    ({"x-streamkit-timing": "ttft=2"}, {}),
+]
+RECIPES_LIMITS = streamkit.Timeout(connect=5, first_token=0.5, idle=10, total=60)
+
+
+def keyed(headers: dict[str, str], key: str) -> dict[str, str]:
+    """A fault counts its failures per key (its string, unless it names one) for the life of the server: each
+    client's try of each failure gets a key of its own."""
+    fault = headers.get("x-streamkit-fault")
+    return headers if fault is None else {**headers, "x-streamkit-fault": f"{fault},key={key}"}
+
+
+def what_came_of(error: streamkit.StreamkitError) -> dict[str, object]:
+    """An error as the errors recipe reads it: its class, the status, the API's type, code and param, and the
+    text it kept."""
+    partial = error.partial
+    kept = None
+    if isinstance(partial, streamkit.ChatCompletion) and partial.choices:
+        kept = partial.choices[0].message.content
+    return {
+        "error": type(error).__name__,
+        "status": getattr(error, "status_code", None),
+        "type, code, param": [getattr(error, name, None) for name in ("type", "code", "param")],
+        "message": error.message,
+        "kept": kept,
+        "cause": error.__cause__ is not None,  # a ReadError's: the transport library's own exception
+    }
+
+
+def sync_outcomes(base_url: str) -> list[dict[str, object]]:
+    outcomes: list[dict[str, object]] = []
+    with streamkit.Client(
+        base_url=base_url, api_key="sk-docs", max_retries=2, timeout=RECIPES_LIMITS
+    ) as client:
+        for i, (headers, params) in enumerate(FAILURES):
+            try:
+                stream = client.chat.completions.create(
+                    model="gpt-4o-mini",
+                    messages=HI,
+                    stream=True,
+                    extra_headers=keyed(headers, f"sync{i}"),
+                    **params,
+                )
+                with stream:
+                    final = stream.get_final_completion()
+                outcomes.append(
+                    {"answer": final.choices[0].message.content, "attempts": stream.metrics.attempts}
+                )
+            except streamkit.StreamkitError as e:
+                outcomes.append(what_came_of(e))
+    return outcomes
+
+
+async def async_outcomes(base_url: str) -> list[dict[str, object]]:
+    outcomes: list[dict[str, object]] = []
+    async with streamkit.AsyncClient(
+        base_url=base_url, api_key="sk-docs", max_retries=2, timeout=RECIPES_LIMITS
+    ) as client:
+        for i, (headers, params) in enumerate(FAILURES):
+            try:
+                stream = await client.chat.completions.create(
+                    model="gpt-4o-mini",
+                    messages=HI,
+                    stream=True,
+                    extra_headers=keyed(headers, f"async{i}"),
+                    **params,
+                )
+                async with stream:
+                    final = await stream.get_final_completion()
+                outcomes.append(
+                    {"answer": final.choices[0].message.content, "attempts": stream.metrics.attempts}
+                )
+            except streamkit.StreamkitError as e:
+                outcomes.append(what_came_of(e))
+    return outcomes
+
+
+def test_the_sync_client_meets_the_errors_recipes_failures_as_the_async_one(server: ServerThread) -> None:
+    """The errors recipe's sync form holds because `Client` fails as `AsyncClient` does: retried then
+    answered, the 429 and the 400s with the API's type, code and param, a broken stream with its `.partial`
+    and its cause, the first token's time limit."""
+    outcomes = sync_outcomes(server.base_url)
+    assert outcomes == asyncio.run(async_outcomes(server.base_url))
+    retried, rate_limited, bad_request, bad_param, dropped, in_stream, timed_out = outcomes
+    assert retried["answer"] and retried["attempts"] == 3  # two 503s, then the answer
+    assert (rate_limited["error"], rate_limited["status"]) == ("RateLimitError", 429)
+    assert (bad_request["error"], bad_request["type, code, param"]) == (
+        "BadRequestError", ["invalid_request_error", None, None]
+    )  # fmt: skip
+    assert bad_param["type, code, param"] == [
+        "invalid_request_error",
+        "decimal_above_max_value",
+        "temperature",
+    ]
+    assert dropped["error"] == "ReadError" and dropped["kept"] and dropped["cause"]
+    assert in_stream["error"] == "StreamAPIError" and in_stream["kept"]
+    assert (timed_out["error"], timed_out["kept"]) == ("FirstTokenTimeout", "")  # a role, no token
 
 
 @pytest.fixture(scope="module")
@@ -209,12 +366,19 @@ def streamkit_serve() -> Iterator[str]:
 # The recipes that read their endpoint from the environment, as a user runs them.
 RECIPES = [
     "ask.py",
+    "ask_sync.py",
     "conversation.py",
+    "conversation_sync.py",
     "conversation_apis.py",
+    "conversation_apis_sync.py",
     "messages.py",
+    "messages_sync.py",
     "parameters.py",
+    "parameters_sync.py",
     "responses.py",
+    "responses_sync.py",
     "stdout.py",
+    "stdout_sync.py",
 ]
 
 
@@ -227,9 +391,13 @@ def test_each_recipe_runs_as_written_against_streamkit_serve(name: str, streamki
     assert run_example(name, env).stdout.strip()
 
 
-def test_the_readmes_example_runs_as_written_against_streamkit_serve(streamkit_serve: str) -> None:
+@pytest.mark.parametrize("heading", ["Use it from a script", "Use it from asyncio"])
+def test_the_readmes_examples_run_as_written_against_streamkit_serve(
+    heading: str, streamkit_serve: str
+) -> None:
+    """The README's two first examples, the sync one for a script and the async one for an app."""
     readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Use it from asyncio\n", 1)[1]
+    section = readme.split(f"## {heading}\n", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
     env["OPENAI_BASE_URL"] = streamkit_serve
