@@ -78,6 +78,7 @@ from streamkit.streams import (
     Stream,
     StreamMetrics,
 )
+from streamkit.telemetry import Call, Telemetry
 from streamkit.transports.base import Request, Transport
 from streamkit.transports.base import Response as HTTPResponse
 
@@ -299,7 +300,9 @@ class _BaseClient:
         timeout: Timeout,
         max_retries: int,
         default_headers: Mapping[str, str] | None,
+        telemetry: bool,
     ) -> None:
+        self._telemetry = Telemetry(telemetry)
         self._providers = {
             "openai": _openai_provider(api_key, base_url),
             "anthropic": _anthropic_provider(api_key, base_url),
@@ -445,7 +448,8 @@ class AsyncClient(_BaseClient):
     a key from one provider's variable is never sent to the other's resource. With no key, no key header is
     sent (local servers need none). `transport` is `"aiohttp"` (asyncio only), `"httpx"` (asyncio or trio),
     or any `streamkit.transports.Transport`. One client serves any number of concurrent requests over one
-    pool of connections, with no cap on their number.
+    pool of connections, with no cap on their number. With `opentelemetry-api` installed, every request
+    records OpenTelemetry GenAI metrics and a span (`streamkit.telemetry`); `telemetry=False` turns it off.
     """
 
     def __init__(
@@ -457,8 +461,9 @@ class AsyncClient(_BaseClient):
         timeout: Timeout = Timeout(),
         max_retries: int = 2,
         default_headers: Mapping[str, str] | None = None,
+        telemetry: bool = True,
     ) -> None:
-        super().__init__(api_key, base_url, timeout, max_retries, default_headers)
+        super().__init__(api_key, base_url, timeout, max_retries, default_headers, telemetry)
         self._transport_name = transport if isinstance(transport, str) else type(transport).__name__
         self._transport = _make_transport(transport)
         self.chat = _Chat(self)
@@ -478,6 +483,7 @@ class AsyncClient(_BaseClient):
         timeout: Timeout = Timeout(),
         max_retries: int = 2,
         default_headers: Mapping[str, str] | None = None,
+        telemetry: bool = True,
     ) -> AsyncClient:
         """A client of the embedded model, which `streamkit chat` answers with when nothing is configured:
         llama.cpp's server with SmolLM2-135M-Instruct, started now in a child process on a free loopback port
@@ -495,6 +501,7 @@ class AsyncClient(_BaseClient):
                 timeout=timeout,
                 max_retries=max_retries,
                 default_headers=default_headers,
+                telemetry=telemetry,
             )
         except BaseException:
             model.stop()
@@ -519,7 +526,7 @@ class AsyncClient(_BaseClient):
         await self.aclose()
 
     async def _open(
-        self, request: Request, total_deadline: float | None
+        self, request: Request, total_deadline: float | None, call: Call | None = None
     ) -> tuple[HTTPResponse, StreamMetrics, float]:
         """Send, with retries, until a 2xx head arrives; return it with the metrics of the call so far (when
         it started, and when the answering attempt was sent) and that send time on anyio's clock. Raises
@@ -529,13 +536,13 @@ class AsyncClient(_BaseClient):
         ) and sniffio.current_async_library() != "asyncio":
             raise RuntimeError("the aiohttp transport runs on asyncio only; use transport='httpx' under trio")
         if total_deadline is None:  # no cancel scope to pay for
-            return await self._tries(request)
+            return await self._tries(request, call)
         with anyio.move_on_at(total_deadline):
-            return await self._tries(request)
+            return await self._tries(request, call)
         raise TotalTimeout("the request took longer than the total timeout")
 
-    async def _tries(self, request: Request) -> tuple[HTTPResponse, StreamMetrics, float]:
-        retries = _Retries(self.max_retries)
+    async def _tries(self, request: Request, call: Call | None) -> tuple[HTTPResponse, StreamMetrics, float]:
+        retries = _Retries(self.max_retries, call)
         while True:
             sent, sent_loop = perf_counter(), anyio.current_time()
             try:
@@ -589,14 +596,26 @@ class AsyncClient(_BaseClient):
         self, api: Api[Any, _FinalT], body: dict[str, object], options: _RequestOptions
     ) -> _FinalT:
         """Send a request with `stream=False` and return the API's final object."""
-        request, timeout = self._build(api.provider, api.path, _json_body(body, options), options)
-        return await self._body(request, timeout, api.final_from_json)
+        json_body = _json_body(body, options)
+        request, timeout = self._build(api.provider, api.path, json_body, options)
+        call = self._telemetry.start(api, request.url, json_body, stream=False)
+        if call is None:
+            return await self._body(request, timeout, api.final_from_json)
+        try:
+            final = await self._body(request, timeout, api.final_from_json, call)
+        except BaseException as exc:
+            call.failed(exc)
+            raise
+        call.ended(final, None, None)
+        return final
 
-    async def _body(self, request: Request, timeout: Timeout, decode: Callable[[bytes], _FinalT]) -> _FinalT:
+    async def _body(
+        self, request: Request, timeout: Timeout, decode: Callable[[bytes], _FinalT], call: Call | None = None
+    ) -> _FinalT:
         """Send a request (with retries), read its whole 2xx answer within `timeout.total`, and `decode` it.
         A `ChunkDecodeError` from `decode` keeps the start of the answer, redacted, as `.raw` (`_shown`)."""
         total_deadline = None if timeout.total is None else anyio.current_time() + timeout.total
-        response, _, _ = await self._open(request, total_deadline)
+        response, _, _ = await self._open(request, total_deadline, call)
         with anyio.move_on_at(total_deadline if total_deadline is not None else math.inf):
             return self._decoded(await _read_some(response, None), decode)
         raise TotalTimeout("the request took longer than the total timeout")
@@ -606,14 +625,19 @@ class AsyncClient(_BaseClient):
     ) -> _StreamT:
         """Send a request with `stream=True` and return the API's stream once the response head is in."""
         api = stream_type.api
-        request, timeout = self._build(
-            api.provider, api.path, _json_body(body, options), options, stream=True
-        )
+        json_body = _json_body(body, options)
+        request, timeout = self._build(api.provider, api.path, json_body, options, stream=True)
         total_deadline = None if timeout.total is None else anyio.current_time() + timeout.total
-        response, metrics, sent_loop = await self._open(request, total_deadline)
-        content_type = response.headers.get("content-type")
-        if content_type is not None and not _is_event_stream(content_type):
-            raise self._unexpected(content_type, await _read_some(response, self._readable(RAW_PREVIEW)))
+        call = self._telemetry.start(api, request.url, json_body, stream=True)
+        try:
+            response, metrics, sent_loop = await self._open(request, total_deadline, call)
+            content_type = response.headers.get("content-type")
+            if content_type is not None and not _is_event_stream(content_type):
+                raise self._unexpected(content_type, await _read_some(response, self._readable(RAW_PREVIEW)))
+        except BaseException as exc:
+            if call is not None:
+                call.failed(exc)
+            raise
         first_token = timeout.first_token
         return stream_type(
             response,
@@ -621,6 +645,7 @@ class AsyncClient(_BaseClient):
             first_token_deadline=None if first_token is None else sent_loop + first_token,
             total_deadline=total_deadline,
             redact=self._redact,
+            call=call,
         )
 
 
@@ -650,10 +675,11 @@ class _Retries:
     error where no retry is left or allowed. A stale pooled connection is resent at once, up to
     `STALE_RESENDS` times, and that is no retry."""
 
-    __slots__ = ("attempt", "max_retries", "resent", "started")
+    __slots__ = ("attempt", "call", "max_retries", "resent", "started")
 
-    def __init__(self, max_retries: int) -> None:
+    def __init__(self, max_retries: int, call: Call | None = None) -> None:
         self.max_retries = max_retries
+        self.call = call  # the request's telemetry, told of each retry
         self.attempt = 0  # retries so far
         self.resent = 0  # resends after a stale connection so far
         self.started = perf_counter()
@@ -661,11 +687,16 @@ class _Retries:
     def after_error(self, error: TransportError) -> float | None:
         if error.stale and self.resent < STALE_RESENDS:
             self.resent += 1
+            if self.call is not None:
+                self.call.retried(type(error).__name__, None)
             return None
         if self.attempt >= self.max_retries:
             raise error
         self.attempt += 1
-        return _backoff(self.attempt - 1)
+        wait = _backoff(self.attempt - 1)
+        if self.call is not None:
+            self.call.retried(type(error).__name__, wait)
+        return wait
 
     def after_status(self, status: int, headers: Mapping[str, str], error: APIStatusError) -> float:
         if status not in RETRY_STATUSES and not 500 <= status < 600:
@@ -676,7 +707,10 @@ class _Retries:
         if asked is not None and asked > RETRY_AFTER_CAP:
             raise error
         self.attempt += 1
-        return _backoff(self.attempt - 1) if asked is None else asked
+        wait = _backoff(self.attempt - 1) if asked is None else asked
+        if self.call is not None:
+            self.call.retried(f"HTTP {status}", wait)
+        return wait
 
     def metrics(self, sent: float) -> StreamMetrics:
         """The metrics of the call that the try sent at `sent` answered with a 2xx head, now."""

@@ -41,6 +41,7 @@ from streamkit.protocols.completions import COMPLETIONS, Completion, CompletionC
 from streamkit.protocols.messages import MESSAGES, Message, MessageEvent
 from streamkit.protocols.responses import RESPONSES, Response, ResponseEvent
 from streamkit.sse import SSEDecoder
+from streamkit.telemetry import Call
 from streamkit.transports.base import DeadlineExpired
 from streamkit.transports.base import Response as HTTPResponse
 from streamkit.transports.base import SyncResponse as SyncHTTPResponse
@@ -169,6 +170,7 @@ class _Reader(Generic[ItemT, FinalT]):
     __slots__ = (
         "_accumulator",
         "_add",
+        "_call",
         "_complete",
         "_deadline",
         "_decode_item",
@@ -198,8 +200,10 @@ class _Reader(Generic[ItemT, FinalT]):
         total_deadline: float | None = None,
         redact: Callable[[str], str] = str,
         accumulator: Accumulator[ItemT, FinalT] | None = None,
+        call: Call | None = None,
     ) -> None:
         self._response = response
+        self._call = call  # the request's telemetry, told once when the stream stops
         self._accumulator: Accumulator[ItemT, FinalT] = accumulator or self.api.accumulator()
         self.metrics = metrics
         self._decoder = SSEDecoder()
@@ -263,6 +267,10 @@ class _Reader(Generic[ItemT, FinalT]):
         self._reading = False
         self.metrics.completion_tokens = self._accumulator.output_tokens
         self.metrics.prompt_tokens = self._accumulator.input_tokens
+        call = self._call
+        if call is not None:
+            self._call = None
+            call.ended(self._accumulator.snapshot, self.metrics, self._error)
 
     def _failed(self, exc: StreamkitError) -> None:
         """The stream fails with `exc`, which carries what was received; it is raised once the items before

@@ -71,6 +71,7 @@ from streamkit.streams import (
     SyncResponseStream,
     SyncStream,
 )
+from streamkit.telemetry import Call
 from streamkit.transports.base import DeadlineExpired, Request, SyncResponse, SyncTransport
 
 __all__ = ["Client"]
@@ -97,8 +98,9 @@ class Client(_BaseClient):
         max_retries: int = 2,
         default_headers: Mapping[str, str] | None = None,
         transport: SyncTransport | None = None,
+        telemetry: bool = True,
     ) -> None:
-        super().__init__(api_key, base_url, timeout, max_retries, default_headers)
+        super().__init__(api_key, base_url, timeout, max_retries, default_headers, telemetry)
         if transport is None:
             from streamkit.transports.httpx_sync import HttpxSyncTransport
 
@@ -120,6 +122,7 @@ class Client(_BaseClient):
         timeout: Timeout = Timeout(),
         max_retries: int = 2,
         default_headers: Mapping[str, str] | None = None,
+        telemetry: bool = True,
     ) -> Client:
         """A client of the embedded model, as `AsyncClient.local()`: llama.cpp's server with SmolLM2, started
         now on a free loopback port and stopped when the client closes. Raises `LocalModelUnavailable`
@@ -132,6 +135,7 @@ class Client(_BaseClient):
                 timeout=timeout,
                 max_retries=max_retries,
                 default_headers=default_headers,
+                telemetry=telemetry,
             )
         except BaseException:
             model.stop()
@@ -156,11 +160,13 @@ class Client(_BaseClient):
 
     # The loops that wait on the network; every decision in them is `_BaseClient`'s or `_Retries`'.
 
-    def _tries(self, request: Request, deadline: float | None) -> tuple[SyncResponse, StreamMetrics, float]:
+    def _tries(
+        self, request: Request, deadline: float | None, call: Call | None = None
+    ) -> tuple[SyncResponse, StreamMetrics, float]:
         """Send, with retries, until a 2xx head arrives, within `deadline` (the call's total, on
         `time.monotonic()`'s clock); return it with the call's metrics and when the answering try was sent,
         on that clock. Raises the last try's status or transport error, or `TotalTimeout`."""
-        retries = _Retries(self.max_retries)
+        retries = _Retries(self.max_retries, call)
         while True:
             sent, sent_monotonic = perf_counter(), monotonic()
             try:
@@ -212,13 +218,25 @@ class Client(_BaseClient):
 
     def _whole(self, api: Api[Any, _FinalT], body: dict[str, object], options: _RequestOptions) -> _FinalT:
         """Send a request with `stream=False` and return the API's final object."""
-        request, timeout = self._build(api.provider, api.path, _json_body(body, options), options)
-        return self._body(request, timeout, api.final_from_json)
+        json_body = _json_body(body, options)
+        request, timeout = self._build(api.provider, api.path, json_body, options)
+        call = self._telemetry.start(api, request.url, json_body, stream=False)
+        if call is None:
+            return self._body(request, timeout, api.final_from_json)
+        try:
+            final = self._body(request, timeout, api.final_from_json, call)
+        except BaseException as exc:
+            call.failed(exc)
+            raise
+        call.ended(final, None, None)
+        return final
 
-    def _body(self, request: Request, timeout: Timeout, decode: Callable[[bytes], _FinalT]) -> _FinalT:
+    def _body(
+        self, request: Request, timeout: Timeout, decode: Callable[[bytes], _FinalT], call: Call | None = None
+    ) -> _FinalT:
         """Send a request (with retries), read its whole 2xx answer within `timeout.total`, and decode it."""
         deadline = None if timeout.total is None else monotonic() + timeout.total
-        response, _, _ = self._tries(request, deadline)
+        response, _, _ = self._tries(request, deadline, call)
         try:
             body = _read_some(response, None, deadline)
         except DeadlineExpired:
@@ -230,18 +248,23 @@ class Client(_BaseClient):
     ) -> _StreamT:
         """Send a request with `stream=True` and return the API's stream once the response head is in."""
         api = stream_type.api
-        request, timeout = self._build(
-            api.provider, api.path, _json_body(body, options), options, stream=True
-        )
+        json_body = _json_body(body, options)
+        request, timeout = self._build(api.provider, api.path, json_body, options, stream=True)
         deadline = None if timeout.total is None else monotonic() + timeout.total
-        response, metrics, sent = self._tries(request, deadline)
-        content_type = response.headers.get("content-type")
-        if content_type is not None and not _is_event_stream(content_type):
-            try:
-                raw = _read_some(response, self._readable(RAW_PREVIEW), deadline)
-            except DeadlineExpired:
-                raw = b""
-            raise self._unexpected(content_type, raw)
+        call = self._telemetry.start(api, request.url, json_body, stream=True)
+        try:
+            response, metrics, sent = self._tries(request, deadline, call)
+            content_type = response.headers.get("content-type")
+            if content_type is not None and not _is_event_stream(content_type):
+                try:
+                    raw = _read_some(response, self._readable(RAW_PREVIEW), deadline)
+                except DeadlineExpired:
+                    raw = b""
+                raise self._unexpected(content_type, raw)
+        except BaseException as exc:
+            if call is not None:
+                call.failed(exc)
+            raise
         first_token = timeout.first_token
         return stream_type(
             response,
@@ -249,6 +272,7 @@ class Client(_BaseClient):
             first_token_deadline=None if first_token is None else sent + first_token,
             total_deadline=deadline,
             redact=self._redact,
+            call=call,
         )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import builtins
 from collections.abc import Callable
-from typing import Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Generic, Literal, NamedTuple, Protocol, Self, TypeVar
 
 import msgspec
 
@@ -249,6 +249,18 @@ class Accumulator(Protocol[ItemT_contra, FinalT_co]):
         ...
 
 
+class Outcome(NamedTuple):
+    """An answer as telemetry reports it: its id and model, why it ended (each choice's finish reason, a
+    response's status or why it is incomplete, a message's stop reason; None where it had not ended), and the
+    tokens the server counted."""
+
+    id: str | None
+    model: str | None
+    finish_reasons: list[str | None]
+    input_tokens: int | None
+    output_tokens: int | None
+
+
 class Api(abc.ABC, Generic[ItemT, FinalT]):
     """One API's rules, as the stream, client, server and bench use them. One instance per API.
 
@@ -265,6 +277,8 @@ class Api(abc.ABC, Generic[ItemT, FinalT]):
     name: ClassVar[str]
     path: ClassVar[str]
     provider: ClassVar[Literal["openai", "anthropic"]] = "openai"
+    operation: ClassVar[str] = "chat"
+    """What OpenTelemetry's GenAI conventions call the API's operation (`gen_ai.operation.name`)."""
     done_completes: ClassVar[bool] = False
     final_type: ClassVar[type[Any]]
     prompt_field: ClassVar[str] = "messages"
@@ -345,6 +359,10 @@ class Api(abc.ABC, Generic[ItemT, FinalT]):
     def ask_usage(self, body: dict[str, Any]) -> dict[str, Any]:
         """`body` with usage asked for, where the API sends it only when asked."""
         return body
+
+    @abc.abstractmethod
+    def outcome(self, final: FinalT) -> Outcome:
+        """What telemetry reports of an answer (whole, or as far as it came)."""
 
     def final_from_json(self, data: bytes) -> FinalT:
         """The answer to a request with `stream=False`. Raises `ChunkDecodeError`."""

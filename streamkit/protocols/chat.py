@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 import msgspec
 
 from streamkit.errors import StreamAPIError
-from streamkit.protocols.base import COUNTED, TOKEN, Api, Model, detached, stream_error
+from streamkit.protocols.base import COUNTED, TOKEN, Api, Model, Outcome, detached, stream_error
 
 __all__ = [
     "CHAT",
@@ -571,6 +571,16 @@ class ChatApi(OpenAIChunkApi[ChatCompletionChunk, ChatCompletion]):
 
     def reply(self, final: ChatCompletion) -> list[dict[str, Any]]:
         return [final.choices[0].message.to_dict()] if final.choices else []
+
+    def outcome(self, final: ChatCompletion) -> Outcome:
+        usage = final.usage
+        return Outcome(
+            final.id,
+            final.model,
+            [choice.finish_reason for choice in final.choices],
+            None if usage is None else usage.prompt_tokens,
+            None if usage is None else usage.completion_tokens,
+        )
 
 
 CHAT = ChatApi()

@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from streamkit.protocols.base import COUNTED, TOKEN, Model, detached
+from streamkit.protocols.base import COUNTED, TOKEN, Model, Outcome, detached
 from streamkit.protocols.chat import Header, OpenAIChunkApi, Usage, copied, drop_none, extended
 
 __all__ = [
@@ -174,6 +174,7 @@ class CompletionApi(OpenAIChunkApi[CompletionChunk, Completion]):
     """The rules of legacy Completions (`streamkit.protocols.COMPLETIONS`)."""
 
     name = "completions"
+    operation = "text_completion"
     path = "/completions"
     prompt_field = "prompt"
     chunk_type = CompletionChunk
@@ -217,6 +218,16 @@ class CompletionApi(OpenAIChunkApi[CompletionChunk, Completion]):
 
     def reply(self, final: Completion) -> list[dict[str, Any]]:
         return []
+
+    def outcome(self, final: Completion) -> Outcome:
+        usage = final.usage
+        return Outcome(
+            final.id,
+            final.model,
+            [choice.finish_reason for choice in final.choices],
+            None if usage is None else usage.prompt_tokens,
+            None if usage is None else usage.completion_tokens,
+        )
 
 
 COMPLETIONS = CompletionApi()

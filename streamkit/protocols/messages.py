@@ -43,6 +43,7 @@ from streamkit.protocols.base import (
     TOKEN,
     Model,
     OpenUnion,
+    Outcome,
     TaggedModel,
     TypedEventApi,
     UnknownEvent,
@@ -532,6 +533,16 @@ class MessagesApi(TypedEventApi[MessageEvent, Message]):
     def reply(self, final: Message) -> list[dict[str, Any]]:
         blocks = [block.to_dict() for block in final.content if isinstance(block, Model)]
         return [{"role": "assistant", "content": blocks}] if blocks else []
+
+    def outcome(self, final: Message) -> Outcome:
+        usage = final.usage
+        return Outcome(
+            final.id,
+            final.model,
+            [final.stop_reason],
+            None if usage is None else usage.input_tokens,
+            None if usage is None else usage.output_tokens,
+        )
 
 
 MESSAGES = MessagesApi()

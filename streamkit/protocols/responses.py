@@ -42,6 +42,7 @@ from streamkit.protocols.base import (
     TOKEN,
     Model,
     OpenUnion,
+    Outcome,
     TaggedModel,
     TypedEventApi,
     UnknownEvent,
@@ -1094,6 +1095,21 @@ class ResponsesApi(TypedEventApi[ResponseEvent, Response]):
     def reply(self, final: Response) -> list[dict[str, Any]]:
         # Output items go back as input items: the answer's messages, and its calls with their ids.
         return [item.to_dict() for item in final.output if isinstance(item, Model)]
+
+    def outcome(self, final: Response) -> Outcome:
+        usage = final.usage
+        details = final.incomplete_details
+        ended = final.status in ("completed", "incomplete", "failed", "cancelled")
+        reason = (
+            (details.reason if details is not None and details.reason else final.status) if ended else None
+        )
+        return Outcome(
+            final.id,
+            final.model,
+            [reason],
+            None if usage is None else usage.input_tokens,
+            None if usage is None else usage.output_tokens,
+        )
 
 
 RESPONSES = ResponsesApi()
