@@ -177,6 +177,7 @@ class _Reader(Generic[ItemT, FinalT]):
         "_decode_many",
         "_decoder",
         "_done_callbacks",
+        "_ended_at",
         "_error",
         "_feed",
         "_first_token_deadline",
@@ -203,7 +204,8 @@ class _Reader(Generic[ItemT, FinalT]):
         call: Call | None = None,
     ) -> None:
         self._response = response
-        self._call = call  # the request's telemetry, told once when the stream stops
+        self._call = call  # the request's telemetry, told once the stream has stopped and its caller knows
+        self._ended_at = 0.0  # when the stream stopped reading, for the telemetry
         self._accumulator: Accumulator[ItemT, FinalT] = accumulator or self.api.accumulator()
         self.metrics = metrics
         self._decoder = SSEDecoder()
@@ -267,10 +269,17 @@ class _Reader(Generic[ItemT, FinalT]):
         self._reading = False
         self.metrics.completion_tokens = self._accumulator.output_tokens
         self.metrics.prompt_tokens = self._accumulator.input_tokens
+        if self._call is not None:
+            self._ended_at = perf_counter()
+
+    def _report(self) -> None:
+        """Hand the stream's end to its telemetry, once: where its caller meets the end (the loop's end, the
+        error, `get_final`, the close), never in the read that brought the last items, which would keep them
+        from the caller for as long as the telemetry takes."""
         call = self._call
-        if call is not None:
+        if call is not None and not self._reading:
             self._call = None
-            call.ended(self._accumulator.snapshot, self.metrics, self._error)
+            call.ended(self._accumulator.snapshot, self.metrics, self._error, self._ended_at)
 
     def _failed(self, exc: StreamkitError) -> None:
         """The stream fails with `exc`, which carries what was received; it is raised once the items before
@@ -451,6 +460,7 @@ class Stream(_Reader[ItemT, FinalT]):
         pending = self._pending
         while not pending:
             if not self._reading:
+                self._report()
                 if self._error is not None:
                     raise self._error
                 self._call_back()
@@ -480,6 +490,7 @@ class Stream(_Reader[ItemT, FinalT]):
             self._pending.clear()
             await self._read_more()
         self._pending.clear()
+        self._report()
         if self._error is not None:
             raise self._error
         self._call_back()
@@ -495,6 +506,7 @@ class Stream(_Reader[ItemT, FinalT]):
         if self._reading:
             self._stop()
             await self._response.aclose()
+        self._report()
 
     async def __aenter__(self) -> Stream[ItemT, FinalT]:
         return self
@@ -560,6 +572,7 @@ class SyncStream(_Reader[ItemT, FinalT]):
         pending = self._pending
         while not pending:
             if not self._reading:
+                self._report()
                 if self._error is not None:
                     raise self._error
                 self._call_back()
@@ -587,6 +600,7 @@ class SyncStream(_Reader[ItemT, FinalT]):
             self._pending.clear()
             self._read_more()
         self._pending.clear()
+        self._report()
         if self._error is not None:
             raise self._error
         self._call_back()
@@ -602,6 +616,7 @@ class SyncStream(_Reader[ItemT, FinalT]):
         if self._reading:
             self._stop()
             self._response.close()
+        self._report()
 
     def __enter__(self) -> SyncStream[ItemT, FinalT]:
         return self

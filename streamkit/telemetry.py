@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from time import perf_counter
+from time import perf_counter, time_ns
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -117,37 +117,70 @@ class Telemetry:
 
 
 class Call:
-    """One request's span and metric attributes, ended once (`ended`, `failed`)."""
+    """One request's telemetry. Nothing is computed while the request is under way, so that the time to its
+    first token pays for nothing: the call keeps its start and its retries, and its span is made whole when
+    it ends (`ended`, `failed`), with the times they happened."""
 
-    __slots__ = ("_api", "_body", "_done", "_span", "_stream", "_telemetry", "attributes", "started")
+    __slots__ = (
+        "_api",
+        "_body",
+        "_done",
+        "_events",
+        "_stream",
+        "_telemetry",
+        "_url",
+        "started",
+        "started_ns",
+    )
 
     def __init__(
         self, telemetry: Telemetry, api: Api[Any, Any], url: str, body: Mapping[str, object], stream: bool
     ) -> None:
         self._telemetry = telemetry
         self._api = api
+        self._url = url
         self._body = body
         self._stream = stream
         self._done = False
+        self._events: list[tuple[str, dict[str, Any], int]] = []
         self.started = perf_counter()
-        model = body.get("model")
+        self.started_ns = time_ns()
+
+    def retried(self, reason: str, wait: float | None) -> None:
+        """A retry (or, with no wait, a resend after a stale connection) is about to happen."""
+        attributes: dict[str, Any] = {"reason": reason}
+        if wait is None:
+            self._events.append(("stale connection resent", attributes, time_ns()))
+        else:
+            attributes["wait_seconds"] = wait
+            self._events.append(("retry", attributes, time_ns()))
+
+    def _attributes(self) -> dict[str, Any]:
+        """The attributes of every metric and of the span: the operation, provider, model and server."""
+        api, body = self._api, self._body
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": api.operation,
             "gen_ai.provider.name": api.provider,
         }
+        model = body.get("model")
         if isinstance(model, str):
             attributes["gen_ai.request.model"] = model
-        parts = urlsplit(url)
+        parts = urlsplit(self._url)
         if parts.hostname:
             attributes["server.address"] = parts.hostname
             attributes["server.port"] = parts.port or (443 if parts.scheme == "https" else 80)
-        self.attributes = attributes  # the metrics' attributes, the response's model added at the end
+        return attributes
+
+    def _span(self, attributes: dict[str, Any], end: float) -> Any:
+        """The request's span, from the call's start: its request attributes and events set, not yet ended.
+        `end` is the call's end on `perf_counter`'s clock."""
+        api, body = self._api, self._body
         span_attributes = dict(attributes)
         for name, key in _PARAMETERS.items():
             value = body.get(name)
             if isinstance(value, int | float) and not isinstance(value, bool):
                 span_attributes[key] = value
-        if stream:
+        if self._stream:
             span_attributes["gen_ai.request.stream"] = True
         stop = body.get("stop", body.get("stop_sequences"))
         if isinstance(stop, str):
@@ -157,17 +190,17 @@ class Call:
         if _enabled_by_environment():
             prompt = body.get(api.prompt_field)
             span_attributes["gen_ai.input.messages"] = json.dumps(prompt, ensure_ascii=False, default=str)
+        model = body.get("model")
         name = f"{api.operation} {model}" if isinstance(model, str) else api.operation
-        self._span = telemetry.tracer.start_span(
-            name, kind=_trace.SpanKind.CLIENT, attributes=span_attributes
+        span = self._telemetry.tracer.start_span(
+            name, kind=_trace.SpanKind.CLIENT, attributes=span_attributes, start_time=self.started_ns
         )
+        for event, event_attributes, at in self._events:
+            span.add_event(event, event_attributes, timestamp=at)
+        return span
 
-    def retried(self, reason: str, wait: float | None) -> None:
-        """A retry (or, with no wait, a resend after a stale connection) is about to happen."""
-        attributes: dict[str, Any] = {"reason": reason}
-        if wait is not None:
-            attributes["wait_seconds"] = wait
-        self._span.add_event("retry" if wait is not None else "stale connection resent", attributes)
+    def _end_ns(self, end: float) -> int:
+        return self.started_ns + int((end - self.started) * 1e9)
 
     def failed(self, error: BaseException) -> None:
         """The call failed before any answer: its duration, with `error.type`, and the span."""
@@ -176,26 +209,29 @@ class Call:
         self._done = True
         end = perf_counter()
         kind = type(error).__qualname__
-        attributes = {**self.attributes, "error.type": kind}
-        self._telemetry.duration.record(end - self.started, attributes)
-        span = self._span
+        attributes = self._attributes()
+        self._telemetry.duration.record(end - self.started, {**attributes, "error.type": kind})
+        span = self._span(attributes, end)
         span.set_attribute("error.type", kind)
         span.set_status(_trace.Status(_trace.StatusCode.ERROR, str(error)))
-        span.end()
+        span.end(end_time=self._end_ns(end))
 
-    def ended(self, final: Any, metrics: StreamMetrics | None, error: BaseException | None) -> None:
+    def ended(
+        self, final: Any, metrics: StreamMetrics | None, error: BaseException | None, end: float | None = None
+    ) -> None:
         """The answer ended: whole, failed (with `error`) or closed early. `final` is the answer as far as it
-        came; `metrics` the stream's (None for an answer that was not streamed)."""
+        came; `metrics` the stream's (None for an answer that was not streamed); `end` when it ended, on
+        `perf_counter`'s clock (default: now)."""
         if self._done:
             return
         self._done = True
-        end = perf_counter()
+        end = perf_counter() if end is None else end
         telemetry = self._telemetry
         outcome = self._api.outcome(final)
-        attributes = self.attributes
+        attributes = self._attributes()
+        span = self._span(attributes, end)
         if outcome.model:
-            attributes = {**attributes, "gen_ai.response.model": outcome.model}
-        span = self._span
+            attributes["gen_ai.response.model"] = outcome.model
         span_attributes: dict[str, Any] = {}
         if outcome.id:
             span_attributes["gen_ai.response.id"] = outcome.id
@@ -227,4 +263,4 @@ class Call:
             span.set_status(_trace.Status(_trace.StatusCode.ERROR, str(error)))
         telemetry.duration.record(end - self.started, attributes)
         span.set_attributes(span_attributes)
-        span.end()
+        span.end(end_time=self._end_ns(end))
