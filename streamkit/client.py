@@ -492,22 +492,17 @@ class AsyncClient(_BaseClient):
 
         Raises `LocalModelUnavailable` (a RuntimeError) without the `local` extra and the weights, with the
         command that installs them."""
-        model = LocalModel().start()
-        try:
-            client = cls(
+        return _with_local_model(
+            lambda base_url: cls(
                 api_key="",  # no key of the environment's goes to the local model
-                base_url=model.base_url,
+                base_url=base_url,
                 transport=transport,
                 timeout=timeout,
                 max_retries=max_retries,
                 default_headers=default_headers,
                 telemetry=telemetry,
             )
-        except BaseException:
-            model.stop()
-            raise
-        client._local = model
-        return client
+        )
 
     async def aclose(self) -> None:
         """Close the pooled connections, and stop the local model of `AsyncClient.local()`. Idempotent."""
@@ -667,6 +662,22 @@ async def _read_some(response: HTTPResponse, limit: int | None) -> bytes:
         await response.aclose()
     body = b"".join(parts)
     return body if limit is None else body[:limit]
+
+
+_ClientT = TypeVar("_ClientT", bound=_BaseClient)
+
+
+def _with_local_model(make: Callable[[str], _ClientT]) -> _ClientT:
+    """The client `make(base_url)` makes for the embedded model, started now, which the client then owns
+    (it stops the model when it closes). Raises `LocalModelUnavailable` without the `local` extra."""
+    model = LocalModel().start()
+    try:
+        client = make(model.base_url)
+    except BaseException:
+        model.stop()
+        raise
+    client._local = model
+    return client
 
 
 class _Retries:

@@ -48,6 +48,7 @@ from streamkit.client import (
     _RequestOptions,
     _response_body,
     _Retries,
+    _with_local_model,
 )
 from streamkit.errors import (
     ConnectError,
@@ -62,7 +63,6 @@ from streamkit.protocols.chat import CHAT, ChatCompletion
 from streamkit.protocols.completions import COMPLETIONS, Completion
 from streamkit.protocols.messages import MESSAGES, Message
 from streamkit.protocols.responses import RESPONSES, Response
-from streamkit.server.local import LocalModel
 from streamkit.streams import (
     StreamMetrics,
     SyncChatCompletionStream,
@@ -127,21 +127,16 @@ class Client(_BaseClient):
         """A client of the embedded model, as `AsyncClient.local()`: llama.cpp's server with SmolLM2, started
         now on a free loopback port and stopped when the client closes. Raises `LocalModelUnavailable`
         without the `local` extra."""
-        model = LocalModel().start()
-        try:
-            client = cls(
+        return _with_local_model(
+            lambda base_url: cls(
                 api_key="",  # no key of the environment's goes to the local model
-                base_url=model.base_url,
+                base_url=base_url,
                 timeout=timeout,
                 max_retries=max_retries,
                 default_headers=default_headers,
                 telemetry=telemetry,
             )
-        except BaseException:
-            model.stop()
-            raise
-        client._local = model
-        return client
+        )
 
     def close(self) -> None:
         """Close the pooled connections, and stop the local model of `Client.local()`. Idempotent."""
