@@ -45,10 +45,11 @@ if TYPE_CHECKING:
     from streamkit.streams import StreamMetrics
 
 try:
+    from opentelemetry import context as _context
     from opentelemetry import metrics as _metrics
     from opentelemetry import trace as _trace
 except ImportError:  # the `otel` extra is not installed
-    _metrics = _trace = None  # type: ignore[assignment]
+    _context = _metrics = _trace = None  # type: ignore[assignment]
 
 __all__ = ["CAPTURE_CONTENT", "SCHEMA_URL", "Call", "Telemetry"]
 
@@ -124,6 +125,7 @@ class Call:
     __slots__ = (
         "_api",
         "_body",
+        "_context",
         "_done",
         "_events",
         "_stream",
@@ -145,6 +147,7 @@ class Call:
         self._events: list[tuple[str, dict[str, Any], int]] = []
         self.started = perf_counter()
         self.started_ns = time_ns()
+        self._context = _context.get_current()  # the span's parent: the span current at the call
 
     def retried(self, reason: str, wait: float | None) -> None:
         """A retry (or, with no wait, a resend after a stale connection) is about to happen."""
@@ -193,7 +196,11 @@ class Call:
         model = body.get("model")
         name = f"{api.operation} {model}" if isinstance(model, str) else api.operation
         span = self._telemetry.tracer.start_span(
-            name, kind=_trace.SpanKind.CLIENT, attributes=span_attributes, start_time=self.started_ns
+            name,
+            context=self._context,
+            kind=_trace.SpanKind.CLIENT,
+            attributes=span_attributes,
+            start_time=self.started_ns,
         )
         for event, event_attributes, at in self._events:
             span.add_event(event, event_attributes, timestamp=at)
@@ -254,7 +261,7 @@ class Call:
                 span_attributes[f"gen_ai.usage.{kind}_tokens"] = tokens
         if _enabled_by_environment():
             span_attributes["gen_ai.output.messages"] = json.dumps(
-                self._api.reply(final), ensure_ascii=False, default=str
+                self._api.output_messages(final), ensure_ascii=False, default=str
             )
         if error is not None:
             kind = type(error).__qualname__

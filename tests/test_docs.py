@@ -209,6 +209,57 @@ def test_errors_and_retries(env: dict[str, str], example: str) -> None:
     assert timed_out == "FirstTokenTimeout, kept ''"
 
 
+def test_telemetry_console_prints_the_span_and_the_four_metrics(
+    server: ServerThread, env: dict[str, str]
+) -> None:
+    """The example prints the answer, what `stream.metrics` measured, then the console exporters' JSON: the
+    span, and at shutdown the four histograms, which hold what the stream measured."""
+    printed = run_example("telemetry_console.py", env).stdout
+    text, measured, rest = printed.split("\n", 2)
+    assert text.strip()
+    found = re.fullmatch(r"ttft=([0-9.]+)s gaps=(\d+) tokens=(\d+) in, (\d+) out", measured)
+    assert found, measured
+    ttft, gaps, tokens_in, tokens_out = found.groups()
+    documents: list[dict[str, Any]] = []  # the exporters' JSON documents, one after another
+    decoder = json.JSONDecoder()
+    rest = rest.strip()
+    while rest:
+        document, end = decoder.raw_decode(rest)
+        documents.append(document)
+        rest = rest[end:].strip()
+    spans = [d for d in documents if "kind" in d]
+    (span,) = spans
+    assert (span["name"], span["kind"]) == ("chat gpt-4o-mini", "SpanKind.CLIENT")
+    attributes = span["attributes"]
+    assert f"{attributes['gen_ai.response.time_to_first_chunk']:.3f}" == ttft
+    assert (attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"]) == (
+        int(tokens_in), int(tokens_out)
+    )  # fmt: skip
+    recorded = {
+        metric["name"]: (metric["unit"], point)
+        for d in documents
+        for resource in d.get("resource_metrics", [])
+        for scope in resource["scope_metrics"]
+        if scope["scope"]["name"] == "streamkit"
+        for metric in scope["metrics"]
+        for point in metric["data"]["data_points"]
+        if point["attributes"].get("gen_ai.token.type") != "input"
+    }
+    assert {name: unit for name, (unit, _) in recorded.items()} == {
+        "gen_ai.client.operation.duration": "s",
+        "gen_ai.client.operation.time_to_first_chunk": "s",
+        "gen_ai.client.operation.time_per_output_chunk": "s",
+        "gen_ai.client.token.usage": "{token}",
+    }
+    assert (
+        recorded["gen_ai.client.operation.time_to_first_chunk"][1]["sum"]
+        == (attributes["gen_ai.response.time_to_first_chunk"])
+    )
+    assert recorded["gen_ai.client.operation.time_per_output_chunk"][1]["count"] == int(gaps)
+    assert recorded["gen_ai.client.token.usage"][1]["sum"] == int(tokens_out)
+    assert server.stats.bodies[-1]["stream_options"] == {"include_usage": True}
+
+
 # What differs from one run to the next: the time to the first token, and the ids the server makes up
 # (`call_`, `fc_`, `toolu_`... and 24 hex digits).
 RUN_TO_RUN = re.compile(r"(?<=ttft=)[0-9.]+s|(?<=_)[0-9a-f]{24}\b")

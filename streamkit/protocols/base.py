@@ -364,6 +364,11 @@ class Api(abc.ABC, Generic[ItemT, FinalT]):
     def outcome(self, final: FinalT) -> Outcome:
         """What telemetry reports of an answer (whole, or as far as it came)."""
 
+    def output_messages(self, final: FinalT) -> list[dict[str, Any]]:
+        """The answer's content as telemetry records it where content is captured: every choice's or the
+        answer's messages, in this API's shape (by default, what it adds to a conversation)."""
+        return self.reply(final)
+
     def final_from_json(self, data: bytes) -> FinalT:
         """The answer to a request with `stream=False`. Raises `ChunkDecodeError`."""
         final: FinalT = self.final_type.from_json(data)

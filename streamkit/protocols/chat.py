@@ -572,6 +572,9 @@ class ChatApi(OpenAIChunkApi[ChatCompletionChunk, ChatCompletion]):
     def reply(self, final: ChatCompletion) -> list[dict[str, Any]]:
         return [final.choices[0].message.to_dict()] if final.choices else []
 
+    def output_messages(self, final: ChatCompletion) -> list[dict[str, Any]]:
+        return [{**c.message.to_dict(), "finish_reason": c.finish_reason} for c in final.choices]
+
     def outcome(self, final: ChatCompletion) -> Outcome:
         usage = final.usage
         return Outcome(

@@ -219,6 +219,11 @@ class CompletionApi(OpenAIChunkApi[CompletionChunk, Completion]):
     def reply(self, final: Completion) -> list[dict[str, Any]]:
         return []
 
+    def output_messages(self, final: Completion) -> list[dict[str, Any]]:
+        return [
+            {"role": "assistant", "content": c.text, "finish_reason": c.finish_reason} for c in final.choices
+        ]
+
     def outcome(self, final: Completion) -> Outcome:
         usage = final.usage
         return Outcome(
