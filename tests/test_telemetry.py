@@ -790,3 +790,15 @@ def test_the_span_is_a_child_of_the_span_current_at_the_call(
     assert span.parent is not None, "the span has no parent"
     assert span.parent.span_id == parent.get_span_context().span_id
     assert span.context is not None and span.context.trace_id == parent.get_span_context().trace_id
+
+
+def test_anthropic_input_tokens_include_the_prompt_caches_reads_and_writes() -> None:
+    """The conventions' input tokens include cached ones; Anthropic's `input_tokens` leaves out the cache's
+    reads and writes, which it counts apart."""
+    from streamkit.protocols.messages import MESSAGES, Message
+
+    usage = b'{"input_tokens":3,"output_tokens":5,'
+    usage += b'"cache_read_input_tokens":100,"cache_creation_input_tokens":20}'
+    message = Message.from_json(b'{"id":"m","model":"c","stop_reason":"end_turn","usage":' + usage + b"}")
+    outcome = MESSAGES.outcome(message)
+    assert (outcome.input_tokens, outcome.output_tokens) == (123, 5)

@@ -536,11 +536,15 @@ class MessagesApi(TypedEventApi[MessageEvent, Message]):
 
     def outcome(self, final: Message) -> Outcome:
         usage = final.usage
+        input_tokens = None if usage is None else usage.input_tokens
+        if usage is not None and input_tokens is not None:
+            # Anthropic counts the prompt cache's reads and writes apart; the conventions' input holds them.
+            input_tokens += (usage.cache_read_input_tokens or 0) + (usage.cache_creation_input_tokens or 0)
         return Outcome(
             final.id,
             final.model,
             [final.stop_reason],
-            None if usage is None else usage.input_tokens,
+            input_tokens,
             None if usage is None else usage.output_tokens,
         )
 
