@@ -99,8 +99,7 @@ from streamkit.streams import (
 )
 from streamkit.sync import Client
 
-__all__ = [
-    "LOCAL_MODEL",
+__all__ = [  # noqa: RUF022 (plain sorted order, as tests/test_errors.py checks)
     "APIError",
     "APIStatusError",
     "AsyncClient",
@@ -136,6 +135,7 @@ __all__ = [
     "IdleTimeout",
     "IncompleteStreamError",
     "InternalServerError",
+    "LOCAL_MODEL",
     "LocalModel",
     "LocalModelUnavailable",
     "Message",

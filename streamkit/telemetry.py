@@ -168,10 +168,14 @@ class Call:
         model = body.get("model")
         if isinstance(model, str):
             attributes["gen_ai.request.model"] = model
-        parts = urlsplit(self._url)
-        if parts.hostname:
-            attributes["server.address"] = parts.hostname
-            attributes["server.port"] = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            parts = urlsplit(self._url)
+            host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:  # a URL the request could not be sent to: no server to name
+            host = None
+        if host:
+            attributes["server.address"] = host
+            attributes["server.port"] = port
         return attributes
 
     def _span(self, attributes: dict[str, Any], end: float) -> Any:
