@@ -570,7 +570,7 @@ STREAMKIT_SERVE = {
 }
 LLAMA_CPP = {
     **EVERY_SERVER,
-    "legacy logprobs": False,
+    "legacy logprobs": True,  # in chat's shape (`logprobs.content`), kept
     "legacy echo": False,
     "legacy suffix": False,
     "legacy best_of": 1,

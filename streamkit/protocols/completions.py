@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from streamkit.protocols.base import COUNTED, TOKEN, Model, Outcome, detached
-from streamkit.protocols.chat import Header, OpenAIChunkApi, Usage, copied, drop_none, extended
+from streamkit.protocols.chat import Header, OpenAIChunkApi, TokenLogprob, Usage, copied, drop_none, extended
 
 __all__ = [
     "COMPLETIONS",
@@ -25,12 +25,14 @@ __all__ = [
 
 
 class CompletionLogprobs(Model):
-    """Legacy logprobs: four parallel lists, one item per token."""
+    """Legacy logprobs: four parallel lists, one item per token; or, as llama.cpp's server sends them on
+    `/v1/completions`, chat's shape (`content`, one `TokenLogprob` per token), kept as it came."""
 
     tokens: list[str] | None = None
     token_logprobs: list[float | None] | None = None
     top_logprobs: list[dict[str, float] | None] | None = None
     text_offset: list[int] | None = None
+    content: list[TokenLogprob] | None = None
 
 
 class CompletionChoice(Model):
@@ -65,7 +67,16 @@ class Completion(Model):
 
 
 class _ChoiceParts:
-    __slots__ = ("finish_reason", "index", "text", "text_offset", "token_logprobs", "tokens", "top_logprobs")
+    __slots__ = (
+        "content",
+        "finish_reason",
+        "index",
+        "text",
+        "text_offset",
+        "token_logprobs",
+        "tokens",
+        "top_logprobs",
+    )
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -75,23 +86,25 @@ class _ChoiceParts:
         self.token_logprobs: list[float | None] | None = None
         self.top_logprobs: list[dict[str, float] | None] | None = None
         self.text_offset: list[int] | None = None
+        self.content: list[TokenLogprob] | None = None
 
     def add_logprobs(self, logprobs: CompletionLogprobs) -> None:
         self.tokens = extended(self.tokens, logprobs.tokens)
         self.token_logprobs = extended(self.token_logprobs, logprobs.token_logprobs)
         self.top_logprobs = extended(self.top_logprobs, logprobs.top_logprobs)
         self.text_offset = extended(self.text_offset, logprobs.text_offset)
+        self.content = extended(self.content, logprobs.content)
 
     def build(self) -> CompletionChoice:
         logprobs = None
-        if any(
-            x is not None for x in (self.tokens, self.token_logprobs, self.top_logprobs, self.text_offset)
-        ):
+        parts = (self.tokens, self.token_logprobs, self.top_logprobs, self.text_offset, self.content)
+        if any(x is not None for x in parts):
             logprobs = CompletionLogprobs(
                 tokens=copied(self.tokens),
                 token_logprobs=copied(self.token_logprobs),
                 top_logprobs=copied(self.top_logprobs),
                 text_offset=copied(self.text_offset),
+                content=copied(self.content),
             )
         return CompletionChoice(
             index=self.index, text="".join(self.text), logprobs=logprobs, finish_reason=self.finish_reason
@@ -195,8 +208,8 @@ class CompletionApi(OpenAIChunkApi[CompletionChunk, Completion]):
     def token_count(self, item: CompletionChunk) -> int | None:
         for choice in item.choices:
             logprobs = choice.logprobs
-            if logprobs is not None and logprobs.tokens:
-                return len(logprobs.tokens)
+            if logprobs is not None and (logprobs.tokens or logprobs.content):
+                return len(logprobs.tokens or logprobs.content or ())
         return None
 
     def accumulator(self) -> CompletionAccumulator:

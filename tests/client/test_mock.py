@@ -546,3 +546,28 @@ async def test_bytes_that_are_not_utf8_become_replacement_characters() -> None:
     client, _ = mock_client(MockResponse(200, [sse(ROLE), b"data: " + bad + b"\n\n", sse(STOP, "[DONE]")]))
     stream = await client.chat.completions.create(model="m", messages=HI, stream=True)
     assert (await stream.get_final_completion()).choices[0].message.content == "caf\ufffd"
+
+
+async def test_legacy_logprobs_in_chats_shape_are_kept() -> None:
+    """llama.cpp's server answers `/v1/completions` with chat's logprobs (`content`, one entry per token):
+    kept as they came, in order, and counted as tokens."""
+
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode()), "top_logprobs": []}
+
+    def chunk(text: str, logprob: float, finish: str | None = None) -> dict[str, Any]:
+        choice = {
+            "index": 0,
+            "text": text,
+            "logprobs": {"content": [entry(text, logprob)]},
+            "finish_reason": finish,
+        }
+        return {"id": "c", "object": "text_completion", "created": 0, "model": "m", "choices": [choice]}
+
+    client, _ = mock_client(MockResponse(200, sse(chunk("One", -0.5), chunk(" two", -1.25, "stop"))))
+    stream = await client.completions.create(model="m", prompt="count", logprobs=2, stream=True)
+    final = await stream.get_final_completion()
+    logprobs = final.choices[0].logprobs
+    assert logprobs is not None and logprobs.content is not None
+    assert [(e.token, e.logprob) for e in logprobs.content] == [("One", -0.5), (" two", -1.25)]
+    assert stream.metrics.token_counts == [1, 1]
