@@ -292,10 +292,15 @@ async def cost_per_event(
     for _ in range(args.rounds):
         for name, contender in table.items():
             rounds[name].append(await run_streams(contender, streams, tokens, EVENTS[api](tokens)))
+    return per_event(rounds, events)
+
+
+def per_event(rounds: dict[str, list[tuple[float, float]]], events: int) -> dict[str, dict[str, float]]:
+    """Each contender's median round as CPU µs per event and events/s; `events` were sent in a round."""
     result = {}
     for name, samples in rounds.items():
-        cpu = statistics.median(s[0] for s in samples)
-        wall = statistics.median(s[1] for s in samples)
+        cpu = statistics.median(sample[0] for sample in samples)
+        wall = statistics.median(sample[1] for sample in samples)
         result[name] = {"cpu_us_per_event": cpu / events * 1e6, "events_per_s": events / wall}
     return result
 
@@ -505,12 +510,7 @@ def sync_cost_per_event(
     for _ in range(args.rounds):
         for name, contender in table.items():
             rounds[name].append(run_sync_streams(contender, streams, tokens, EVENTS[api](tokens)))
-    result = {}
-    for name, samples in rounds.items():
-        cpu = statistics.median(sample[0] for sample in samples)
-        wall = statistics.median(sample[1] for sample in samples)
-        result[name] = {"cpu_us_per_event": cpu / events * 1e6, "events_per_s": events / wall}
-    return result
+    return per_event(rounds, events)
 
 
 def sync_part(args: argparse.Namespace, base_url: str) -> dict[str, Any]:
