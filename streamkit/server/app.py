@@ -3,8 +3,15 @@ model, with faults on demand.
 
 One handler serves every API. The API's own server object (`streamkit.server.apis`) checks the request,
 renders the scripted model's answer as the events of its stream and as its whole form, and shapes its errors;
-this module does the HTTP: the key, the timing, the faults, and writing the events or the whole answer. None
-of it uses the client's side of an API (`streamkit.protocols`): the server is the client's oracle.
+this module does the HTTP: the key, the timing, the faults, the slots, and writing the events or the
+whole answer. None of it uses the client's side of an API (`streamkit.protocols`): the server is the client's
+oracle.
+
+With `slots=N` (`Timing.slots`), the server answers at most N requests at once, as a real LLM server does
+with its slots: a valid request waits in one first-come-first-served queue after its checks (key, body,
+model) and before anything of its answer, its `stall_head` and `status` faults included, plays; it holds its
+slot until its answer is written whole or its connection is gone. So the wait is part of its time to first
+token. `GET /metrics` serves, in Prometheus' text format, what the server is doing per API (`_Metrics`).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from streamkit.server.apis import SERVER_APIS, ServerApi
 from streamkit.server.apis.chat import SERVER_ERROR
@@ -86,7 +94,9 @@ class ServerConfig:
     api_key: str | None = None
     timing: Timing = field(default_factory=Timing)
     faults: Faults = field(default_factory=Faults)
-    trace: bool = False  # record when each token event was sent (ServerStats.traces, GET /streamkit/trace)
+    trace: bool = False
+    """Record when each request was received and each of its token events sent (`ServerStats.received` and
+    `traces`, served at `GET /streamkit/received` and `GET /streamkit/trace`)."""
 
     def __repr__(self) -> str:  # never show the key
         key = "'***'" if self.api_key else "None"
@@ -110,6 +120,10 @@ class ServerStats:
     """With tracing on (`ServerConfig.trace`): per answer id (a completion's or response's `id`),
     `time.perf_counter()` as each token-carrying event was handed to the connection: the ground truth a
     benchmark's measurements are checked against. No reader on this machine can have a token earlier."""
+    received: dict[str, float] | None = None
+    """With tracing on: per answer id, `time.perf_counter()` as its request was received, before its checks
+    and its wait for a slot. So `traces[id][0] - received[id]` is the server's own time to first token, the
+    queue included. Only valid requests (those that have an answer id) are kept."""
     attempts: collections.Counter[str] = field(default_factory=collections.Counter)
     """The attempts of each `status` fault's key: the last `FAULT_KEYS_KEPT` keys used."""
     _bodies: collections.deque[bytes] = field(default_factory=collections.deque, init=False, repr=False)
@@ -147,6 +161,55 @@ class ServerStats:
         self.peers.add(peer)
 
 
+@dataclass
+class _ApiMetrics:
+    """One API's children of the server's series (its `api` label), looked up once, not per request."""
+
+    running: Gauge
+    waiting: Gauge
+    requests: Counter
+    output_tokens: Counter
+    prompt_tokens: Counter
+
+
+class _Metrics:
+    """The series of `GET /metrics`, each labelled `api` with an API's name in `SERVER_APIS` (`chat`,
+    `completions`, `responses`, `messages`), in a registry of this server's own: one process runs many
+    servers, and the default registry is the process's.
+
+    - `streamkit_requests_running` (gauge): requests that hold a slot, being answered, now; without `slots`,
+      every valid request being answered.
+    - `streamkit_requests_waiting` (gauge): requests waiting for a slot now; always 0 without `slots`.
+    - `streamkit_requests_total` (counter): valid requests that got a slot, counted as each ends, whole or cut
+      short (a fault, its client gone); a `status` or `html` fault's answer is one of them.
+    - `streamkit_output_tokens_total` (counter): the tokens of the answers written, added as each ends: a
+      stream's token events handed to the connection (each event's `Frame.tokens`), or a whole answer's
+      tokens (`Plan.output_tokens`) once its body is written.
+    - `streamkit_prompt_tokens_total` (counter): the prompt tokens of those requests (the scripted model's
+      count: the prompt's words), added as each ends.
+
+    Every API's series exist from the start, at 0, so that the first scrape shows them all."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        running = Gauge("streamkit_requests_running", "Requests being answered now", ["api"], registry=r)
+        waiting = Gauge("streamkit_requests_waiting", "Requests waiting for a slot now", ["api"], registry=r)
+        requests = Counter("streamkit_requests", "Requests answered", ["api"], registry=r)
+        output = Counter("streamkit_output_tokens", "Tokens of the answers written", ["api"], registry=r)
+        prompt = Counter("streamkit_prompt_tokens", "Prompt tokens of requests answered", ["api"], registry=r)
+        self.apis = {
+            name: _ApiMetrics(
+                running.labels(name),
+                waiting.labels(name),
+                requests.labels(name),
+                output.labels(name),
+                prompt.labels(name),
+            )
+            for name in SERVER_APIS
+        }
+
+
 CONFIG_KEY = web.AppKey("config", ServerConfig)
 STATS_KEY = web.AppKey("stats", ServerStats)
 
@@ -155,6 +218,10 @@ class _Handler:
     def __init__(self, config: ServerConfig, stats: ServerStats) -> None:
         self.config = config
         self.stats = stats
+        self.series = _Metrics()
+        # The server's slots: one queue for every API, first come first served (asyncio's Semaphore wakes its
+        # waiters in order, and lets no newcomer pass one). None: no limit.
+        self.slots = asyncio.Semaphore(config.timing.slots) if config.timing.slots else None
 
     def _settings(self, request: web.Request, api: ServerApi) -> tuple[Timing, Faults]:
         try:
@@ -163,6 +230,10 @@ class _Handler:
             faults = Faults.parse(spec) if spec is not None else self.config.faults
         except ValueError as exc:
             raise RequestError(400, f"Invalid streamkit header: {exc}", None, "invalid_value") from None
+        if (timing.slots or 0) != (self.config.timing.slots or 0):  # one queue for all: no request's own
+            raise RequestError(
+                400, "Invalid streamkit header: slots is a server setting", None, "invalid_value"
+            )
         if faults.error is not None and faults.error not in api.error_forms:
             forms = ", ".join(api.error_forms)
             raise RequestError(
@@ -196,15 +267,32 @@ class _Handler:
         return None
 
     async def trace(self, request: web.Request) -> web.Response:
-        """The token write times recorded so far, by answer id; `?clear=1` forgets them after."""
+        """The token write times recorded so far (`ServerStats.traces`), as `{id: [time, ...]}`; `?clear=1`
+        forgets them after, and nothing else."""
+        return self._times(request, self.stats.traces)
+
+    async def received(self, request: web.Request) -> web.Response:
+        """When each request was received (`ServerStats.received`), as `{id: time}`; `?clear=1` forgets them
+        after, and nothing else. A path of its own, so that the trace keeps the shape its readers expect."""
+        return self._times(request, self.stats.received)
+
+    def _times(self, request: web.Request, times: dict[str, Any] | None) -> web.Response:
+        """`times` as JSON, for a request with the server's key; cleared after with `?clear=1`."""
         refused = self._refused(request)
         if refused is not None:
             return refused
-        traces = self.stats.traces or {}
-        response = web.json_response(traces)
+        times = times if times is not None else {}
+        response = web.json_response(times)
         if request.query.get("clear"):
-            traces.clear()
+            times.clear()
         return response
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """The server's series in Prometheus' text format (`_Metrics`). No key is asked, as a real server's
+        metrics endpoint asks none: they are counts, and say nothing of any request's content or key."""
+        return web.Response(
+            body=generate_latest(self.series.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     async def models(self, request: web.Request) -> web.Response:
         refused = self._refused(request)
@@ -230,6 +318,7 @@ class _Handler:
         )
 
     async def _serve(self, request: web.Request, api: ServerApi) -> web.StreamResponse:
+        received = time.perf_counter()  # before the checks and the queue: both are part of the wait
         self.stats.requests += 1
         self.stats.add_peer(request.transport.get_extra_info("peername") if request.transport else None)
         try:
@@ -252,9 +341,46 @@ class _Handler:
         except RequestError as exc:
             return self._error(api, exc)
         self.stats.keep_body(raw)
+        if self.stats.received is not None:
+            self.stats.received[plan.id] = received
 
-        if faults.stall_head:
-            await asyncio.sleep(faults.stall_head)
+        metrics, slots = self.series.apis[api.name], self.slots
+        if slots is not None:
+            metrics.waiting.inc()
+            try:
+                await slots.acquire()  # a client gone while it waits cancels this: no slot is taken
+            finally:
+                metrics.waiting.dec()
+        metrics.running.inc()
+        stream: _Stream | None = None
+        written = 0  # the tokens of a whole answer, once its body is written
+        try:
+            if faults.stall_head:
+                await asyncio.sleep(faults.stall_head)
+            response = self._fault_response(api, faults)
+            if response is None and script.stream:
+                stream = _Stream(request, api, plan, timing, faults, self.stats)
+                return await stream.run()
+            whole = response is None
+            if response is None:
+                response = web.json_response(plan.whole, dumps=lambda o: _encode(o).decode())
+            # Written here, in the slot, rather than by aiohttp once the handler has returned.
+            await response.prepare(request)
+            await response.write_eof()
+            if whole:
+                written = plan.output_tokens
+            return response
+        finally:
+            # Whatever ended the answer, a client gone (aiohttp cancels the handler) included.
+            if slots is not None:
+                slots.release()
+            metrics.running.dec()
+            metrics.requests.inc()
+            metrics.prompt_tokens.inc(script.prompt_tokens)
+            metrics.output_tokens.inc(stream.written if stream is not None else written)
+
+    def _fault_response(self, api: ServerApi, faults: Faults) -> web.Response | None:
+        """The answer of a `status` fault due on this attempt, or of `html`; None when neither plays."""
         if faults.status is not None:
             attempt = self.stats.count_attempt(faults.key)
             if faults.fail_times is None or attempt <= faults.fail_times:
@@ -266,9 +392,7 @@ class _Handler:
                 return self._error(api, api.fault_error(faults.status), headers)
         if faults.html:
             return web.Response(body=HTML_PAGE, content_type="text/html")
-        if not script.stream:
-            return web.json_response(plan.whole, dumps=lambda o: _encode(o).decode())
-        return await _Stream(request, api, plan, timing, faults, self.stats).run()
+        return None
 
 
 class _Stream:
@@ -293,6 +417,8 @@ class _Stream:
         self.rng = random.Random()
         self.batch: list[bytes] = []  # events held back for one write (events_per_write, write_bytes)
         self.batched = 0  # their bytes
+        self.batch_tokens = 0  # their tokens
+        self.written = 0  # the tokens of the events handed to the connection so far
         self.faulty = dataclasses.replace(faults, key="") != Faults()  # a fault may need what is held back
         self.response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -303,22 +429,27 @@ class _Stream:
         head = b"event: " + frame.event.encode() + self.end if frame.event else b""
         return head + b"data: " + data + self.end + self.end
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes, tokens: int = 0) -> None:
+        """Write `data`, events carrying `tokens` tokens, or hold it back for a batch's write."""
         timing = self.timing
         if timing.events_per_write > 1 or timing.write_bytes:
             self.batch.append(data)
             self.batched += len(data)
+            self.batch_tokens += tokens
             if len(self.batch) >= timing.events_per_write > 1 or self.batched >= timing.write_bytes > 0:
                 await self.flush()
             return
         await self.send(data)
+        self.written += tokens
 
     async def flush(self) -> None:
         if self.batch:
             data = b"".join(self.batch)
+            tokens = self.batch_tokens
             self.batch.clear()
-            self.batched = 0
+            self.batched = self.batch_tokens = 0
             await self.send(data)
+            self.written += tokens
 
     async def send(self, data: bytes) -> None:
         split = self.faults.split
@@ -370,7 +501,7 @@ class _Stream:
                 # (the same clock) cannot have them before this moment, however the two are scheduled.
                 if frame.tokens and stats.traces is not None:
                     stats.traces.setdefault(self.plan.id, []).append(time.perf_counter())
-                await self.write(self.event(frame))
+                await self.write(self.event(frame), frame.tokens)
                 stats.chunks += 1
             if await self.fault(len(frames)):
                 return self.response
@@ -415,7 +546,9 @@ class _Stream:
 
 
 def create_app(config: ServerConfig | None = None, stats: ServerStats | None = None) -> web.Application:
-    """The aiohttp.web application of the built-in server: each API of `streamkit.server.apis` under `/v1`."""
+    """The aiohttp.web application of the built-in server: each API of `streamkit.server.apis` under `/v1`,
+    `/v1/models`, and `GET /metrics` (no key asked); with `config.trace`, `GET /streamkit/trace` and
+    `GET /streamkit/received` too (the server's key asked, as `/v1/models` does)."""
     config = config or ServerConfig()
     handler = _Handler(config, stats or ServerStats())
     app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -424,7 +557,10 @@ def create_app(config: ServerConfig | None = None, stats: ServerStats | None = N
     for api in SERVER_APIS.values():
         app.router.add_post(f"/v1{api.path}", handler.handler(api))
     app.router.add_get("/v1/models", handler.models)
+    app.router.add_get("/metrics", handler.metrics)
     if config.trace:
         handler.stats.traces = {}
+        handler.stats.received = {}
         app.router.add_get("/streamkit/trace", handler.trace)
+        app.router.add_get("/streamkit/received", handler.received)
     return app

@@ -16,6 +16,9 @@ Timing (`--timing SPEC`, or the `x-streamkit-timing` header of a request):
 | | benchmark measure the client rather than the server |
 | `write_bytes=N` | events sent together until they fill N bytes, or a wait comes: one big stream in |
 | | 64 KiB writes, say, whose reads cut events anywhere |
+| `slots=N` | at most N requests are answered at once; the others wait in a queue, first come first |
+| | served, as a real server's slots do (0: no limit, the default). The wait is part of a request's |
+| | time to first token. A setting of the server (`--timing`) that a request's header may not change |
 
 Faults (`--fault SPEC`, or the `x-streamkit-fault` header of a request): every fault comes in the form of the
 API that was called. "Events" are chunks for chat and legacy completions, and the typed events of the
@@ -95,6 +98,9 @@ class Timing:
     tokens: int = 16
     events_per_write: int = 1
     write_bytes: int = 0
+    slots: int | None = None
+    """How many requests the server answers at once (None or 0: any number). The server's alone: the app
+    checks that a request's header leaves it as it is."""
 
     def __post_init__(self) -> None:
         """Raises ValueError on a setting out of its range."""
@@ -104,6 +110,8 @@ class Timing:
             raise ValueError("jitter must be at most 1")
         if self.tokens > MAX_ANSWER_TOKENS:
             raise ValueError(f"tokens must be at most {MAX_ANSWER_TOKENS}")
+        if self.slots is not None and self.slots < 0:
+            raise ValueError("slots must not be negative")
 
     @classmethod
     def parse(cls, spec: str, base: Timing | None = None) -> Timing:
@@ -117,7 +125,7 @@ class Timing:
                 changes["itl"] = 1 / tps if tps else 0.0
             elif name in ("ttft", "itl", "jitter"):
                 changes[name] = _number(name, value, float)
-            elif name in ("tokens_per_chunk", "tokens", "events_per_write", "write_bytes"):
+            elif name in ("tokens_per_chunk", "tokens", "events_per_write", "write_bytes", "slots"):
                 changes[name] = int(_number(name, value, int))
             else:
                 raise ValueError(f"unknown timing setting {name!r}")
