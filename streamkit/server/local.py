@@ -124,7 +124,19 @@ class LocalModel:
     `n_ctx` is each slot's context in tokens (llama.cpp gets `n_ctx * n_parallel` and splits it), `threads`
     the threads that decode (default: llama.cpp's choice, the physical cores), and `api_key` the key that the
     server requires (default: none). Raises ValueError for a key that is empty, or not printable text on
-    one line."""
+    one line.
+
+    `metrics=True` turns on llama.cpp's Prometheus endpoint, `metrics_url` (`/metrics`, text format 0.0.4;
+    without it, llama.cpp answers there 501). Like every path but `/health`, it requires `api_key` when there
+    is one (`Authorization: Bearer KEY`; without it, 401). Its series, none with labels:
+    counters `llamacpp:prompt_tokens_total`, `llamacpp:prompt_tokens_cached_total`,
+    `llamacpp:prompt_seconds_total`, `llamacpp:tokens_predicted_total`,
+    `llamacpp:tokens_predicted_seconds_total`, `llamacpp:n_decode_total`, `llamacpp:n_tokens_max` (the
+    longest sequence yet, prompt and generation), `llamacpp:spec_decode_num_draft_tokens_total`,
+    `llamacpp:spec_decode_num_accepted_tokens_total`, `llamacpp:spec_decode_num_drafts_total`; gauges
+    `llamacpp:prompt_tokens_seconds` and `llamacpp:predicted_tokens_seconds` (throughputs, averaged since
+    the previous scrape: each scrape starts them over), `llamacpp:requests_processing`,
+    `llamacpp:requests_deferred` and `llamacpp:n_busy_slots_per_decode`."""
 
     def __init__(
         self,
@@ -134,6 +146,7 @@ class LocalModel:
         n_parallel: int = 4,
         threads: int | None = None,
         api_key: str | None = None,
+        metrics: bool = False,
     ) -> None:
         if api_key is not None and not (api_key and api_key.isprintable()):
             # It goes to the child as a line of text, and comes back in a header.
@@ -143,6 +156,7 @@ class LocalModel:
         self.n_ctx = n_ctx
         self.n_parallel = n_parallel
         self.threads = threads
+        self.metrics = metrics
         self._api_key = api_key  # private, and never in a repr: the object's default repr shows no fields
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None  # the server's output: a file, so that it can never block
@@ -159,6 +173,14 @@ class LocalModel:
     def base_url(self) -> str:
         """`http://host:port/v1`, a client's `base_url`."""
         return f"{self.url}/v1"
+
+    @property
+    def metrics_url(self) -> str:
+        """`http://host:port/metrics`, llama.cpp's Prometheus endpoint. Raises RuntimeError unless the model
+        was made with `metrics=True`."""
+        if not self.metrics:
+            raise RuntimeError("the local model was started without metrics")
+        return f"{self.url}/metrics"
 
     @property
     def pid(self) -> int:
@@ -180,6 +202,7 @@ class LocalModel:
             "--threads", str(self.threads or 0),
             "--parent", str(os.getpid()),
             *(["--api-key-stdin"] if self._api_key is not None else []),
+            *(["--metrics"] if self.metrics else []),
         ]  # fmt: skip
 
     def start(self) -> LocalModel:
@@ -281,6 +304,7 @@ def _serve(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--api-key-stdin", action="store_true", help="require the API key read from stdin's first line"
     )
+    parser.add_argument("--metrics", action="store_true", help="serve llama.cpp's Prometheus /metrics")
     args = parser.parse_args(argv)
     # Read first, before anything can block: the parent writes the key as soon as the child starts.
     api_key = sys.stdin.buffer.readline().rstrip(b"\r\n").decode() if args.api_key_stdin else None
@@ -311,6 +335,7 @@ def _serve(argv: list[str] | None = None) -> int:
         params.cpuparams.n_threads = params.cpuparams_batch.n_threads = args.threads
     params.fit_params = False  # nothing to fit on the CPU; it would load the model twice
     params.ui = False
+    params.endpoint_metrics = args.metrics
     if api_key:
         params.api_keys = [api_key]
     params.verbosity = 2 if args.parent else 3  # under a parent, warnings and errors only
