@@ -244,7 +244,7 @@ def test_cli_on_a_local_ray_runtime(tmp_path: Path) -> None:
     # Three actors asked, and a load that keeps two busy: two are started, and every request is sent.
     run = subprocess.run(
         [sys.executable, "-m", "streamkit.cli", "bench", "--ray", "--workers", "3", "--num-requests", "7",
-         "--concurrency", "2", "--output", str(out)],
+         "--concurrency", "2", "--model", "scripted", "--output", str(out)],
         capture_output=True, text=True, timeout=280, env=ENV,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
@@ -347,6 +347,24 @@ def is_loopback(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 @pytest.mark.timeout(300)
 @pytest.mark.skipif(sys.platform != "linux", reason="reads the listening sockets from /proc")
+@pytest.mark.timeout(300)
+def test_a_sweep_on_ray_gives_each_level_the_actors_it_keeps_busy(tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason=f"the `ray` extra: {RAY_INSTALL}")
+    out = tmp_path / "sweep.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "streamkit.cli", "bench", "sweep", "--ray", "--workers", "2", "--num-requests",
+         "6", "--concurrency", "1,2", "--model", "scripted", "--goodput", "ttft:10000", "--no-calibrate",
+         "--output", str(out)],
+        capture_output=True, text=True, timeout=280, env=ENV,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    sweep = json.loads(out.read_text())
+    assert sweep["levels"] == [1, 2] and sweep["capacity"] == 2
+    assert [r["streamkit"]["workers"] for r in sweep["runs"]] == [1, 2]
+    assert [r["completed"] for r in sweep["runs"]] == [6, 6]
+    assert "Capacity: concurrency 2" in run.stdout
+
+
 def test_a_local_runtime_listens_on_loopback_and_its_actors_inherit_the_key(tmp_path: Path) -> None:
     """`--ray` alone: nothing of the run listens beyond this machine, and the key reaches the actors through
     their environment, never with the load."""

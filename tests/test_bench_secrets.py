@@ -59,12 +59,12 @@ def test_no_output_keeps_the_urls_credentials(tmp_path: Path, capsys: pytest.Cap
     out, lines, html = tmp_path / "run.json", tmp_path / "requests.jsonl", tmp_path / "run.html"
     status = run_bench("--base-url", url, "--model", "m", "--num-requests", "2", "--no-calibrate",
                        "--output", str(out), "--save-requests", str(lines), "--plot", str(html))  # fmt: skip
-    assert status == 0
+    assert status == 1  # every request failed
     printed = capsys.readouterr()
     result = json.loads(out.read_text())
     assert result["base_url"] == "http://127.0.0.1:99999/v1"
     assert result["errors"] == ["invalid URL: http://127.0.0.1:99999/v1/chat/completions"] * 2
-    assert "<h1>streamkit bench: m at http://127.0.0.1:99999/v1</h1>" in html.read_text()
+    assert "<h1>streamkit bench: m at http://127.0.0.1:99999/v1 (chat API)</h1>" in html.read_text()
     for text in (out.read_text(), lines.read_text(), html.read_text(), printed.out, printed.err):
         assert PASSWORD not in text and "alice" not in text
 

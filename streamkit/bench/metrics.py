@@ -188,27 +188,47 @@ class Slo:
 
     @classmethod
     def parse(cls, spec: str) -> Slo:
-        """`ttft=500,tpot=50,e2el=10000`, in milliseconds. Raises ValueError."""
+        """Targets in milliseconds, in streamkit's spelling (`ttft=500,tpot=50,e2el=10000`) or vLLM's
+        (`ttft:500 tpot:50 e2el:10000`), separated by commas or spaces. Raises ValueError."""
         values: dict[str, float] = {}
-        for item in filter(None, (part.strip() for part in spec.split(","))):
-            name, _, value = item.partition("=")
+        for item in spec.replace(",", " ").split():
+            name, sep, value = item.partition("=") if "=" in item else item.partition(":")
             if name not in ("ttft", "tpot", "e2el"):
                 raise ValueError(f"unknown SLO {name!r}: use ttft, tpot or e2el")
+            if not sep:
+                raise ValueError(f"SLO {name} needs a number of milliseconds: {name}:MS")
             try:
-                values[name] = float(value) / 1000
+                ms = float(value)
             except ValueError:
                 raise ValueError(f"SLO {name} needs a number of milliseconds, not {value!r}") from None
+            if not ms > 0 or math.isinf(ms):
+                raise ValueError(f"SLO {name} must be a positive number of milliseconds, not {value}")
+            values[name] = ms / 1000
+        if not values:
+            raise ValueError("no SLO given: use ttft:MS, tpot:MS or e2el:MS")
         return cls(**values)
 
+    @property
+    def targets(self) -> dict[str, float]:
+        """The targets that are set, by name, in seconds."""
+        limits = (("ttft", self.ttft), ("tpot", self.tpot), ("e2el", self.e2el))
+        return {name: value for name, value in limits if value is not None}
+
+    def met_each(self, record: RequestRecord) -> dict[str, bool]:
+        """Whether `record` met each target that is set. A failed request meets none: it is no good put."""
+        values = {"ttft": record.ttft, "tpot": record.tpot, "e2el": record.e2el}
+        met = {}
+        for name, limit in self.targets.items():
+            value = values[name]
+            met[name] = record.ok and value is not None and value <= limit
+        return met
+
     def met(self, record: RequestRecord) -> bool:
-        for limit, value in ((self.ttft, record.ttft), (self.tpot, record.tpot), (self.e2el, record.e2el)):
-            if limit is not None and (value is None or value > limit):
-                return False
-        return True
+        """Whether `record` met every target."""
+        return all(self.met_each(record).values())
 
     def __str__(self) -> str:
-        limits = (("ttft", self.ttft), ("tpot", self.tpot), ("e2el", self.e2el))
-        return ",".join(f"{name}={value * 1000:g}" for name, value in limits if value is not None)
+        return ",".join(f"{name}={value * 1000:g}" for name, value in self.targets.items())
 
 
 @dataclass
@@ -227,6 +247,10 @@ class Summary:
     output_throughput: float
     total_token_throughput: float
     request_goodput: float | None
+    goodput_fraction: float | None
+    """The share of the requests sent (failed ones included) that met every SLO; None without SLOs."""
+    slo_met: dict[str, float]
+    """The share of the requests sent that met each SLO, by its name (`ttft`, `tpot`, `e2el`)."""
     ttft: dict[str, float]
     tpot: dict[str, float]
     itl: dict[str, float]
@@ -237,6 +261,14 @@ class Summary:
     coalesced: float
     """The share of the gaps between token events that are zero: both came in one read. The client read late
     (its loop was busy), or the server sent them together; either way such gaps are not the server's ITL."""
+
+
+def _shares(slo: Slo, records: Sequence[RequestRecord]) -> dict[str, float]:
+    met = dict.fromkeys(slo.targets, 0)
+    for record in records:
+        for name, good in slo.met_each(record).items():
+            met[name] += good
+    return {name: count / len(records) for name, count in met.items()}
 
 
 def summarize(records: Sequence[RequestRecord], duration: float, slo: Slo | None = None) -> Summary:
@@ -266,6 +298,8 @@ def summarize(records: Sequence[RequestRecord], duration: float, slo: Slo | None
         output_throughput=output / duration,
         total_token_throughput=(inputs + output) / duration,
         request_goodput=None if slo is None else sum(slo.met(r) for r in ok) / duration,
+        goodput_fraction=None if slo is None or not records else sum(map(slo.met, records)) / len(records),
+        slo_met={} if slo is None or not records else _shares(slo, records),
         ttft=describe(r.ttft for r in ok if r.ttft is not None),
         tpot=describe(r.tpot for r in ok if r.tpot is not None),
         itl=describe(v for i in itls if i is not None for v in i),

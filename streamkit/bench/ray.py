@@ -367,21 +367,24 @@ class RayBench:
             raise RuntimeError(f"the Ray actors' calibration failed: {_one_line(exc)}") from None
         return {k: max(f[k] for f in floors) for k in floors[0]}
 
-    def run(self, config: LoadConfig, requests: Sequence[BenchRequest]) -> RunResult:
-        """Run the load over the placed actors (`runner.split`: as over `--workers` processes) and merge their
-        records onto the driver's clock. An actor that fails is named in `errors`; the others' records are
-        kept and the result is marked partial. Raises ValueError, before anything is sent, when the load
-        keeps fewer actors busy than were placed (`runner.worker_limit`), and RuntimeError when no actor
-        finished."""
+    def run(
+        self, config: LoadConfig, requests: Sequence[BenchRequest], actors: int | None = None
+    ) -> RunResult:
+        """Run the load over the placed actors, or the first `actors` of them (a sweep's lighter levels), as
+        over `--workers` processes (`runner.split`), and merge their records onto the driver's clock. An
+        actor that fails is named in `errors`; the others' records are kept and the result is marked
+        partial. Raises ValueError, before anything is sent, when the load keeps fewer actors busy than it
+        is given (`runner.worker_limit`), and RuntimeError when no actor finished."""
         ray = _ray()
         self.parts, self.errors = [], []
-        shares = split(config, requests, len(self.actors))
-        if len(shares) < len(self.actors):
+        given = self.actors[: actors or len(self.actors)]
+        shares = split(config, requests, len(given))
+        if len(shares) < len(given):
             why = worker_limit(config, len(requests))[1]
-            raise ValueError(f"{len(self.actors)} Ray actors are placed, but {why}: place {len(shares)}")
+            raise ValueError(f"{len(given)} Ray actors are placed, but {why}: place {len(shares)}")
         self._find_key(config)
         running = {}
-        for actor, (share, part) in zip(self.actors, shares, strict=True):
+        for actor, (share, part) in zip(given, shares, strict=True):
             if actor.key == "environment":  # without a key, the client reads the provider's variable
                 share = replace(share, api_key=None)
             running[actor.handle.run.remote(share, part, actor.worker)] = actor

@@ -74,10 +74,17 @@ def flags(result: RunResult, summary: Summary, capped: bool) -> list[str]:
             f"({ttft * 1e3:.1f} ms): the actors' records are on one timeline only within that"
         )
     if summary.coalesced > COALESCED_LIMIT:
-        found.append(
-            f"{summary.coalesced:.0%} of the gaps between token events were inside one read: the client read "
-            "late or the server sent them together, so ITL and TPOT are not the server's; use --workers"
-        )
+        share = f"{summary.coalesced:.0%} of the gaps between token events were inside one read"
+        if not math.isnan(lag["p99"]) and lag["p99"] > LAG_LIMIT:
+            found.append(
+                f"{share}, and the client read late (event-loop lag p99 {lag['p99'] * 1e3:.1f} ms): ITL and "
+                "TPOT are the client's, not the server's; use --workers"
+            )
+        else:
+            found.append(
+                f"{share}, while the client read on time: the server sent those tokens together, so ITL and "
+                "TPOT show its writes, not its token rate (more workers would not change that)"
+            )
     return found
 
 
@@ -106,6 +113,7 @@ def result_json(
         "total_output_tokens": summary.total_output_tokens,
         "request_throughput": summary.request_throughput,
         "request_goodput": summary.request_goodput,
+        "goodput_fraction": summary.goodput_fraction,
         "output_throughput": summary.output_throughput,
         "total_token_throughput": summary.total_token_throughput,
         "input_lens": [r.prompt_tokens if r.prompt_tokens is not None else r.input_len for r in ok],
@@ -128,6 +136,7 @@ def result_json(
         "workers": result.workers,
         **({} if result.ray is None else {"ray": result.ray, "partial": bool(result.ray.get("failed"))}),
         "slo": str(slo) if slo else None,
+        "slo_met": summary.slo_met,
         "failures": summary.failures,
         "tokens_estimated": summary.tokens_estimated,
         "hidden_reasoning_tokens": sum(r.hidden_tokens for r in ok),
@@ -202,8 +211,29 @@ def merge_results(results: Sequence[Mapping[str, Any]], slo: Slo | None = None) 
     return result_json(merged, slo, settings, calibration or None, capped)
 
 
-def table(result: Mapping[str, Any]) -> str:
-    """The summary in the layout of vLLM's, plus streamkit's figures on the client itself."""
+def load(result: Mapping[str, Any]) -> str:
+    """The load of a run, in words: `concurrency 8`, `rate 20/s, at most 8 in flight`, `rate inf/s`."""
+    rate, cap = result.get("request_rate"), result.get("max_concurrency")
+    if rate in (None, "inf") and cap is not None:
+        return f"concurrency {cap} (closed loop)"
+    text = f"rate {rate}/s (open loop)"
+    return text if cap is None else f"{text}, at most {cap} in flight"
+
+
+def error_kinds(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, int]]:
+    """The failed requests' errors by kind, `ClassName: message`, most frequent first."""
+    kinds: dict[str, int] = {}
+    for r in records:
+        if r.get("error") is not None or not r.get("token_times"):
+            kind = f"{r.get('error') or 'NoTokens'}: {r.get('error_message') or 'no token came'}"
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return sorted(kinds.items(), key=lambda item: (-item[1], item[0]))
+
+
+def table(result: Mapping[str, Any], written: Mapping[str, Path | None] | None = None) -> str:
+    """The summary in the layout of vLLM's, plus streamkit's figures on the client itself. It opens with
+    what was measured (endpoint, API, model, load, requests, output length) and closes with where the files
+    in `written` (`output`, `plot`, ...) went."""
     sk = result["streamkit"]
     lines = ["============ streamkit bench result ============"]
 
@@ -211,6 +241,20 @@ def table(result: Mapping[str, Any]) -> str:
         text = "n/a" if value is None else format(value, fmt)
         lines.append(f"{label:<40} {text}")
 
+    if result.get("base_url"):
+        row("Endpoint:", result["base_url"])
+    if result.get("endpoint_type"):
+        row("API:", result["endpoint_type"])
+    if result.get("model"):
+        row("Model:", result["model"])
+    if "request_rate" in result or "max_concurrency" in result:
+        row("Load:", load(result))
+    if "num_prompts" in result:
+        row("Requests:", result["num_prompts"])
+    if "output_len" in result:
+        output_len = result["output_len"]
+        row("Output length (max tokens):", "as the requests file says" if output_len is None else output_len)
+    lines.append("-" * 50)
     row("Successful requests:", result["completed"])
     row("Failed requests:", result["failed"])
     for name, count in sorted(sk["failures"].items()):
@@ -221,6 +265,10 @@ def table(result: Mapping[str, Any]) -> str:
     row("Request throughput (req/s):", result["request_throughput"], ".2f")
     if result["request_goodput"] is not None:
         row(f"Request goodput (req/s, {sk['slo']}):", result["request_goodput"], ".2f")
+        for name, share in sk.get("slo_met", {}).items():
+            row(f"  Requests that met {name}:", f"{share:.1%}")
+        if result.get("goodput_fraction") is not None:
+            row("  Requests that met every SLO:", f"{result['goodput_fraction']:.1%}")
     row("Output token throughput (tok/s):", result["output_throughput"], ".2f")
     row("Total token throughput (tok/s):", result["total_token_throughput"], ".2f")
     # A figure the client's own lateness made says so in its own rows (older files lack the mark).
@@ -273,8 +321,17 @@ def table(result: Mapping[str, Any]) -> str:
             f"  worker {w['worker']}: lag p99 / max (ms), events/read:",
             f"{_pair(lag['p99'], lag['max'])}, {per_read}",
         )
+    kinds = error_kinds(sk["records"])
+    if kinds:
+        lines.append(f"{'Errors':-^50}")
+        lines += [f"{count:>6} x {kind}" for kind, count in kinds[:5]]
+        if len(kinds) > 5:
+            lines.append(f"       ... and {len(kinds) - 5} other kinds")
     lines.append("=" * 50)
     lines += [f"FLAG: {flag}" for flag in sk["flags"]]
+    for name, path in (written or {}).items():
+        if path is not None:
+            lines.append(f"{name.capitalize()} written to {path}")
     return "\n".join(lines)
 
 
