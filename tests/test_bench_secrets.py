@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from streamkit.bench.plots import plot
 from streamkit.bench.redact import public
-from streamkit.bench.report import plot
 from tests.test_bench import run_bench
 
 PASSWORD = "hunter2-Pa55word"

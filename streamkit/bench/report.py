@@ -1,5 +1,5 @@
 """A run's report: the summary table, the result file (vLLM's field names plus streamkit's own), per-request
-JSONL, merging result files, and plots.
+JSONL, and merging result files. The plots are in `streamkit.bench.plots`.
 
 The result file keeps every request's record under `streamkit.records`, so `streamkit bench merge` recomputes
 every percentile from the merged records rather than averaging percentiles, which would be wrong.
@@ -7,7 +7,6 @@ every percentile from the merged records rather than averaging percentiles, whic
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -17,7 +16,6 @@ from typing import Any
 from streamkit._version import __version__
 from streamkit.bench.metrics import (
     PERCENTILES,
-    RequestRecord,
     Slo,
     Summary,
     describe,
@@ -27,7 +25,7 @@ from streamkit.bench.metrics import (
 from streamkit.bench.redact import public
 from streamkit.bench.runner import RunResult, merge_parts
 
-__all__ = ["flags", "load_result", "merge_results", "plot", "result_json", "table"]
+__all__ = ["error_kinds", "flags", "load", "load_result", "merge_results", "result_json", "table"]
 
 LAG_LIMIT = 0.005  # p99 event-loop lag above this, in seconds, flags the run
 QUEUE_LIMIT = 0.010  # p99 client queue time above this flags the run (open loop without a cap)
@@ -352,116 +350,3 @@ def save_requests(result: RunResult, path: Path) -> None:
                 "ok": r.ok,
             }
             out.write(json.dumps(line) + "\n")
-
-
-def plot(result: Mapping[str, Any], path: Path) -> None:
-    """TTFT and ITL distributions and latency over time: `.html` (self-contained SVG) or `.png` (matplotlib).
-    Raises ValueError for another suffix, RuntimeError when matplotlib is missing for a PNG."""
-    records = [RequestRecord.from_dict(r) for r in result["streamkit"]["records"]]
-    ok = [r for r in records if r.ok]
-    ttfts = [r.ttft * 1000 for r in ok if r.ttft is not None]
-    itls = [v * 1000 for r in ok for v in (r.itl if r.itl is not None else r.icl)]
-    over_time = [(r.t0, r.ttft * 1000) for r in ok if r.ttft is not None]
-    title = _title(result)
-    if path.suffix == ".html":
-        path.write_text(_html(title, ttfts, itls, over_time), encoding="utf-8")
-    elif path.suffix == ".png":
-        _png(title, ttfts, itls, over_time, path)
-    else:
-        raise ValueError(f"--plot needs a .html or .png file, not {path.name}")
-
-
-def _title(result: Mapping[str, Any]) -> str:
-    """The plots' title: the model and the endpoint where the result names them, the URL without its
-    credentials."""
-    title = "streamkit bench"
-    if result.get("model"):
-        title += f": {result['model']}"
-    if result.get("base_url"):
-        title += f" at {public(str(result['base_url']))}"
-    return title
-
-
-def _empty_svg(title: str) -> str:
-    return f"<svg width='480' height='40'><text x='10' y='20'>{html.escape(title)}: no data</text></svg>"
-
-
-def _histogram_svg(values: list[float], title: str, bins: int = 40) -> str:
-    width, height, pad = 480, 220, 30
-    if not values:
-        return _empty_svg(title)
-    low, high = min(values), max(values)
-    span = (high - low) or 1.0
-    counts = [0] * bins
-    for v in values:
-        counts[min(int((v - low) / span * bins), bins - 1)] += 1
-    top = max(counts)
-    bar = (width - 2 * pad) / bins
-    rects = "".join(
-        f"<rect x='{pad + i * bar:.1f}' y='{height - pad - c / top * (height - 2 * pad):.1f}' "
-        f"width='{bar - 1:.1f}' height='{c / top * (height - 2 * pad):.1f}' fill='#3f51b5'/>"
-        for i, c in enumerate(counts)
-    )
-    return (
-        f"<svg width='{width}' height='{height}' xmlns='http://www.w3.org/2000/svg'>"
-        f"<text x='{pad}' y='18' font-size='13'>{html.escape(title)} (ms), n={len(values)}</text>{rects}"
-        f"<text x='{pad}' y='{height - 8}' font-size='11'>{low:.2f}</text>"
-        f"<text x='{width - pad}' y='{height - 8}' font-size='11' text-anchor='end'>{high:.2f}</text></svg>"
-    )
-
-
-def _scatter_svg(points: list[tuple[float, float]], title: str) -> str:
-    width, height, pad = 480, 220, 30
-    if not points:
-        return _empty_svg(title)
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x0, x1, y1 = min(xs), max(xs), max(ys)
-    sx, sy = (width - 2 * pad) / ((x1 - x0) or 1), (height - 2 * pad) / (y1 or 1)
-    dots = "".join(
-        f"<circle cx='{pad + (x - x0) * sx:.1f}' cy='{height - pad - y * sy:.1f}' r='2' fill='#e91e63'/>"
-        for x, y in points
-    )
-    return (
-        f"<svg width='{width}' height='{height}' xmlns='http://www.w3.org/2000/svg'>"
-        f"<text x='{pad}' y='18' font-size='13'>{html.escape(title)}</text>{dots}"
-        f"<text x='{pad}' y='{height - 8}' font-size='11'>{x0:.1f} s</text>"
-        f"<text x='{width - pad}' y='{height - 8}' font-size='11' text-anchor='end'>{x1:.1f} s</text>"
-        f"<text x='4' y='{pad}' font-size='11'>{y1:.1f} ms</text></svg>"
-    )
-
-
-def _html(title: str, ttfts: list[float], itls: list[float], over_time: list[tuple[float, float]]) -> str:
-    title = html.escape(title)
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head><body>"
-        f"<h1>{title}</h1>"
-        + _histogram_svg(ttfts, "TTFT")
-        + _histogram_svg(itls, "ITL")
-        + _scatter_svg(over_time, "TTFT (ms) by send time (s)")
-        + "</body></html>\n"
-    )
-
-
-def _png(
-    title: str, ttfts: list[float], itls: list[float], over_time: list[tuple[float, float]], path: Path
-) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise RuntimeError(
-            'a PNG plot needs matplotlib, from the checkout: .venv/bin/pip install -e ".[bench]"'
-        ) from None
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
-    axes[0].hist(ttfts, bins=40)
-    axes[0].set_title("TTFT (ms)")
-    axes[1].hist(itls, bins=40)
-    axes[1].set_title("ITL (ms)")
-    axes[2].scatter([p[0] for p in over_time], [p[1] for p in over_time], s=4)
-    axes[2].set_title("TTFT (ms) by send time (s)")
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, metadata={"Title": title})
-    plt.close(figure)
