@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import itertools
 import json
 import math
@@ -35,13 +36,14 @@ from streamkit.bench import (
     load_requests,
     percentile,
     run_load,
+    runner,
     summarize,
 )
 from streamkit.bench import cli as bench_cli
 from streamkit.bench.report import merge_results, result_json, table
-from streamkit.bench.runner import RunResult, merge_parts, send_one
+from streamkit.bench.runner import RunResult, auto_workers, merge_parts, send_one, warm_slots
 from streamkit.protocols import CHAT, COMPLETIONS
-from streamkit.server import ServerProcess, ServerThread
+from streamkit.server import Faults, ServerConfig, ServerProcess, ServerThread
 from streamkit.streams import Stream
 from streamkit.transports.mock import MockResponse, MockTransport
 
@@ -651,7 +653,7 @@ def test_cli_ctrl_c_stops_the_run_in_one_line() -> None:
                 time.sleep(0.05)
             bench.send_signal(signal.SIGINT)
             assert bench.wait(20) == 130
-            assert bench.stderr.read().strip() == "streamkit bench: interrupted"
+            assert bench.stderr.read().strip().splitlines()[-1] == "streamkit bench: interrupted"
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
@@ -664,3 +666,161 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "needs 'messages'" in result.stderr
+
+
+# The warm-up, the garbage collector while measuring, and `--workers auto` (runner.py)
+
+
+def test_the_warm_up_opens_one_connection_per_slot_that_the_run_then_uses() -> None:
+    with ServerThread() as server:
+        config = LoadConfig(base_url=server.base_url, model="scripted", concurrency=4)
+        result = asyncio.run(run_load(config, requests(8)))
+        # 4 warm-up requests, one per slot, each on a connection of its own, which the 8 measured ones reuse
+        assert server.stats.requests == 8 + 4 and len(server.stats.peers) == 4
+    assert len(result.records) == 8 and all(r.ok for r in result.records)
+    assert (result.warmed, result.warm_failed) == (4, 0)
+    with ServerThread() as server:
+        off = dataclasses.replace(config, base_url=server.base_url, warm_connections=False)
+        result = asyncio.run(run_load(off, requests(8)))
+        assert server.stats.requests == 8
+    assert len(result.records) == 8 and (result.warmed, result.warm_failed) == (0, 0)
+
+
+LEAST = {"chat": ("max_tokens", 1), "completions": ("max_tokens", 1), "messages": ("max_tokens", 1),
+         "responses": ("max_output_tokens", 16)}  # fmt: skip
+PROMPTS: dict[str, dict[str, Any]] = {"chat": {"messages": HI}, "completions": {"prompt": "Hi"},
+                                      "messages": {"messages": HI}, "responses": {"input": "Hi"}}  # fmt: skip
+
+
+@pytest.mark.parametrize("api", sorted(LEAST))
+def test_the_warm_up_requests_ask_for_the_fewest_tokens_the_api_takes(api: str) -> None:
+    name, least = LEAST[api]
+    with ServerThread() as server:
+        config = LoadConfig(base_url=server.base_url, model="scripted", api=api, concurrency=4)
+        result = asyncio.run(run_load(config, [BenchRequest({**PROMPTS[api], name: 20}, 1)] * 6))
+        bodies = server.stats.bodies
+    assert all(r.ok for r in result.records) and result.warmed == 4
+    assert sorted(b[name] for b in bodies) == [least] * 4 + [20] * 6
+    assert all(b["model"] == "scripted" and b["stream"] for b in bodies)
+
+
+def test_chat_warm_up_keeps_the_name_of_the_limit_the_body_uses() -> None:
+    with ServerThread() as server:
+        config = LoadConfig(base_url=server.base_url, model="scripted", concurrency=2)
+        body = {"messages": HI, "max_completion_tokens": 20}
+        asyncio.run(run_load(config, [BenchRequest(body, 1)] * 2))
+        bodies = server.stats.bodies
+    assert [b["max_completion_tokens"] for b in bodies] == [1, 1, 20, 20]
+    assert not any("max_tokens" in b for b in bodies)
+
+
+def test_failed_warm_up_requests_are_counted_and_the_run_goes_on() -> None:
+    # The server fails the first 2 attempts (the warm-up's), then answers: every measured request is whole.
+    with ServerThread(ServerConfig(faults=Faults.parse("status=500:2"))) as server:
+        config = LoadConfig(base_url=server.base_url, model="scripted", concurrency=2)
+        result = asyncio.run(run_load(config, requests(4)))
+    assert (result.warmed, result.warm_failed) == (2, 2)
+    assert len(result.records) == 4 and all(r.ok for r in result.records)
+
+
+def gc_state() -> tuple[bool, tuple[int, ...], int]:
+    return gc.isenabled(), gc.get_threshold(), gc.get_freeze_count()
+
+
+def test_the_collector_is_off_while_measuring_and_as_it_was_after_even_when_the_run_raises() -> None:
+    before = gc_state()
+    enabled: list[bool] = []
+    with ServerThread() as server:
+        config = LoadConfig(base_url=server.base_url, model="scripted", concurrency=2)
+        asyncio.run(run_load(config, requests(4), progress=lambda r: enabled.append(gc.isenabled())))
+        assert enabled == [False] * 4 and gc_state() == before
+
+        def breaks(record: RequestRecord) -> None:
+            raise RuntimeError("a progress callback that breaks")
+
+        with pytest.raises(RuntimeError, match="breaks"):
+            asyncio.run(run_load(dataclasses.replace(config, concurrency=1), requests(3), progress=breaks))
+        assert gc_state() == before
+        # A caller's own state is kept: a collector it turned off stays off, what it froze stays frozen.
+        gc.disable()
+        gc.freeze()
+        try:
+            asyncio.run(run_load(config, requests(2)))
+            assert not gc.isenabled() and gc.get_freeze_count() > 0
+        finally:
+            gc.unfreeze()
+            gc.enable()
+    assert gc_state() == before
+
+
+def test_a_failed_request_leaves_no_garbage_for_the_collector() -> None:
+    """With the collector off while measuring, a failed request's cycle (its stream holds its error, whose
+    traceback holds the stream) would stay until the run ends: the runner drops the recorded error's
+    tracebacks, so that the objects a run keeps grow by its records only."""
+    kept: list[int] = []
+
+    def count(record: RequestRecord) -> None:
+        kept.append(gc.get_count()[0])  # tracked objects made and kept since the last collection
+
+    with ServerProcess("--fault", "drop=3") as url:  # a server of its own: it makes objects too
+        config = LoadConfig(base_url=url, model="scripted", concurrency=1)
+        result = asyncio.run(run_load(config, requests(60), progress=count))
+    assert {r.error for r in result.records} == {"ReadError"}
+    assert (kept[-1] - kept[9]) / 50 < 10  # about 80 objects a request, with the cycles; none without
+
+
+def test_auto_workers_one_per_128_streams_in_flight_up_to_the_cores_and_the_load() -> None:
+    closed = LoadConfig(base_url="http://test/v1", model="m", concurrency=64)
+    assert auto_workers(closed, 1000, cores=16) == 1
+    assert auto_workers(dataclasses.replace(closed, concurrency=129), 1000, cores=16) == 2
+    assert auto_workers(dataclasses.replace(closed, concurrency=300), 1000, cores=16) == 3
+    assert auto_workers(dataclasses.replace(closed, concurrency=512), 1000, cores=16) == 4
+    assert auto_workers(dataclasses.replace(closed, concurrency=512), 1000, cores=2) == 2  # the cores
+    assert auto_workers(dataclasses.replace(closed, concurrency=512), 200, cores=16) == 2  # 200 in flight
+    assert auto_workers(dataclasses.replace(closed, concurrency=None), 1000, cores=16) == 1  # one slot
+    # An open loop: its cap, or without one, rate x 1 s in flight (every request, at an infinite rate)
+    opened = dataclasses.replace(closed, concurrency=None, rate=200.0)
+    assert auto_workers(opened, 1000, cores=16) == 2
+    assert auto_workers(dataclasses.replace(opened, rate=math.inf), 1000, cores=16) == 8
+    assert auto_workers(dataclasses.replace(opened, rate=10.0, concurrency=512), 1000, cores=16) == 4
+    assert auto_workers(dataclasses.replace(opened, rate=10.0), 1000, cores=16) == 1
+
+
+def test_warm_slots_one_per_slot_or_what_an_uncapped_open_loop_has_in_flight() -> None:
+    closed = LoadConfig(base_url="http://test/v1", model="m", concurrency=4)
+    assert warm_slots(closed, 8) == 4 and warm_slots(closed, 3) == 3
+    assert warm_slots(dataclasses.replace(closed, concurrency=None), 8) == 1
+    assert warm_slots(dataclasses.replace(closed, warm_connections=False), 8) == 0
+    opened = dataclasses.replace(closed, concurrency=None, rate=10.0)
+    assert warm_slots(opened, 100) == 10  # rate x 1 s
+    assert warm_slots(dataclasses.replace(opened, rate=1000.0), 10_000) == 64  # at most WARM_OPEN_LIMIT
+    assert warm_slots(dataclasses.replace(opened, rate=math.inf), 20) == 20
+    assert warm_slots(dataclasses.replace(opened, concurrency=300), 1000) == 300  # a cap: every slot
+
+
+def test_warm_up_requests_started_apart_open_a_connection_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each warm-up request holds its answer until every one has its own: on httpx, which keeps a connection
+    until its answer is read, one that the server answered at once would otherwise hand its connection to the
+    next, and the measured requests would open the rest. (aiohttp hands it back once the answer is in, read or
+    not: there, the warm-up's requests open a connection each because they start together.)"""
+    calls = itertools.count()
+    stream = streamkit.AsyncClient.stream
+
+    async def apart(self: streamkit.AsyncClient, *args: Any, **kwargs: Any) -> Stream[Any, Any]:
+        await asyncio.sleep(0.02 * next(calls))  # each request 20 ms after the one before
+        return await stream(self, *args, **kwargs)
+
+    monkeypatch.setattr(streamkit.AsyncClient, "stream", apart)
+    warm = runner._warm_connections
+    opened: list[int] = []
+
+    async def counted(*args: Any) -> int:
+        failed = await warm(*args)
+        opened.append(len(server.stats.peers))
+        return failed
+
+    monkeypatch.setattr(runner, "_warm_connections", counted)
+    with ServerThread() as server:
+        config = LoadConfig(base_url=server.base_url, model="scripted", concurrency=4, transport="httpx")
+        result = asyncio.run(run_load(config, requests(4)))
+    assert opened == [4] and result.warmed == 4 and all(r.ok for r in result.records)
