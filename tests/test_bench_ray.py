@@ -494,10 +494,15 @@ def test_the_table_flags_an_uncertainty_large_next_to_the_ttft() -> None:
 
 
 def test_the_driver_waits_a_bounded_time() -> None:
-    closed = LoadConfig(base_url="u", model="m", concurrency=4, timeout=10.0)
+    closed = LoadConfig(base_url="u", model="m", concurrency=4, timeout=10.0, warm_connections=False)
     assert time_bound(closed, 40) == 100.0  # 10 waves of 4, each within the timeout
     assert time_bound(dataclasses.replace(closed, duration=3.0), sys.maxsize) == 13.0
-    open_loop = LoadConfig(base_url="u", model="m", rate=10.0, timeout=10.0, duration=3.0)
+    open_loop = LoadConfig(
+        base_url="u", model="m", rate=10.0, timeout=10.0, duration=3.0, warm_connections=False
+    )
     assert math.isfinite(time_bound(open_loop, sys.maxsize)) and time_bound(open_loop, sys.maxsize) == 13.0
     capped = dataclasses.replace(open_loop, concurrency=5)
     assert time_bound(capped, sys.maxsize) == 3.0 + math.ceil(70 / 5) * 10.0
+    # The warm-up's one-token requests, all at once, and the --warmup requests: a timeout each
+    assert time_bound(dataclasses.replace(closed, warm_connections=True), 40) == 110.0
+    assert time_bound(dataclasses.replace(closed, warm_connections=True, warmup=2), 40) == 120.0

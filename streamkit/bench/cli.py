@@ -25,11 +25,14 @@ from streamkit.bench.report import error_kinds, load_result, merge_results, resu
 from streamkit.bench.runner import (
     LoadConfig,
     RunResult,
+    auto_workers,
     calibrate,
     key_variable,
     run_in_loop,
     run_load,
     run_workers,
+    split,
+    warm_slots,
     worker_limit,
 )
 from streamkit.bench.scrape import MetricsScraper
@@ -44,6 +47,8 @@ __all__ = ["add_parser", "run"]
 
 LOCAL = "local"  # `--ray` alone: a local Ray runtime, started for the run
 SCRIPTED = "scripted"  # `--model scripted`, no endpoint: the built-in scripted server, not the local model
+
+UNSET = 0  # `--workers` not given: auto for processes, one Ray actor with --ray
 
 _N = TypeVar("_N", int, float)
 
@@ -116,11 +121,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     load.add_argument("--duration", type=float, help="stop sending after this many seconds")
     load.add_argument("--warmup", type=int, default=0, help="requests sent first and not measured")
     load.add_argument(
+        "--no-warm-connections",
+        dest="warm_connections",
+        action="store_false",
+        help="do not open one connection per slot, with a one-token request each, before measuring",
+    )
+    load.add_argument(
         "--workers",
         type=_worker_count,
-        default=1,
-        help="spread the load over K processes, one event loop each; auto: as many as the load needs, "
-        "one per core at most",
+        default=UNSET,
+        help="spread the load over K processes, one event loop each. auto (the default): one per 128 streams "
+        "in flight, one per core at most, as one event loop stamps up to 128 on time. With --ray, the "
+        "number of actors (default 1; auto: one per CPU of the cluster)",
     )
     load.add_argument(
         "--ray",
@@ -246,6 +258,27 @@ def _starting(
     plural = "s" if limit != 1 else ""
     print(f"streamkit bench: starting {limit} {noun}{plural}, not {wanted}{given}: {why}", file=sys.stderr)
     return limit
+
+
+def _processes(config: LoadConfig, requests: Requests, asked: int | None) -> int:
+    """The worker processes of a load: `--workers K` (`_starting`), or for auto, as many as it needs
+    (`runner.auto_workers`: one per 128 streams in flight, one per core at most)."""
+    if asked in (None, UNSET):
+        return auto_workers(config, len(requests), _cores())
+    return _starting(config, requests, asked, _cores, "worker")
+
+
+def _warming(config: LoadConfig, requests: Requests, workers: int) -> None:
+    """One line on stderr: the connections the warm-up opens before measuring, where it opens any."""
+    shares = split(config, requests, workers) if workers > 1 else [(config, requests)]
+    warm = sum(warm_slots(c, len(r)) for c, r in shares)
+    if warm:
+        plural = "s" if warm != 1 else ""
+        print(
+            f"streamkit bench: warming up {warm} connection{plural}, one per slot, with a one-token request "
+            "each, not measured",
+            file=sys.stderr,
+        )
 
 
 def _fail(message: str) -> int:
@@ -375,6 +408,8 @@ def _run(
             api_key = args.api_key or os.environ.get(key_variable(args.api))
             # A local runtime's processes inherit the key from their start, so it never crosses Ray.
             environ = {key_variable(args.api): api_key} if api_key else {}
+            if args.workers == UNSET:
+                args.workers = 1
             ray_bench = stack.enter_context(RayBench(address, local_cpus=args.workers, environ=environ))
         target = _target(args, stack)
         if target.note:
@@ -393,7 +428,7 @@ def _run(
             ray_bench.place(max(counts))
             calibration = None if args.no_calibrate else ray_bench.calibrate(args.loop)
         else:
-            counts = [_starting(c, requests, args.workers, _cores, "worker") for c in configs]
+            counts = [_processes(c, requests, args.workers) for c in configs]
             calibration = None if args.no_calibrate else run_in_loop(calibrate(), args.loop)
         if levels:
             measured = {
@@ -440,7 +475,8 @@ def _config(args: argparse.Namespace, target: _Target, setting: str, level: floa
     return LoadConfig(
         base_url=target.base_url, model=target.model, api_key=target.api_key, api=args.api,
         concurrency=concurrency, rate=rate, burstiness=args.burstiness, duration=args.duration,
-        warmup=args.warmup, seed=args.seed, timeout=args.timeout, transport=args.transport, loop=args.loop,
+        warmup=args.warmup, warm_connections=args.warm_connections, seed=args.seed, timeout=args.timeout,
+        transport=args.transport, loop=args.loop,
     )  # fmt: skip
 
 
@@ -460,6 +496,7 @@ def _measure(
     scraper = MetricsScraper(target.metrics_url) if target.metrics_url else None
     if scraper is not None:
         scraper.start()
+    _warming(config, requests, workers)
     try:
         if ray_bench is not None:
             result = ray_bench.run(config, requests, actors=workers)
@@ -561,7 +598,9 @@ def _with_progress(config: LoadConfig, requests: Requests, args: argparse.Namesp
     except ImportError:
         return run_in_loop(run_load(config, requests), config.loop)
     total = None if args.duration is not None else len(requests)
-    with Progress(transient=True) as progress:
+    # Twice a second, not rich's 10: each refresh renders the display in a thread that takes the GIL from the
+    # loop that stamps the arrivals.
+    with Progress(transient=True, refresh_per_second=2) as progress:
         task = progress.add_task("requests", total=total)
         failed = 0
 

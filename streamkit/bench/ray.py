@@ -221,7 +221,8 @@ class ActorInfo:
 def time_bound(config: LoadConfig, count: int) -> float:
     """How long a share of `count` requests can run at most, in seconds, when every request ends within
     `config.timeout`: the driver waits this long (plus GRACE) for an actor before it gives up on it."""
-    warmup = config.timeout if config.warmup else 0.0
+    # The warm-up requests, and the one-token requests that open the connections, each within a timeout.
+    warmup = config.timeout * (bool(config.warmup) + config.warm_connections)
     if config.rate is None:  # closed loop: after the duration, only what is in flight still runs
         if config.duration is not None:
             return warmup + config.duration + config.timeout

@@ -143,6 +143,8 @@ def result_json(
         "coalesced_token_gaps": summary.coalesced,
         "itl_tpot_coalesced": summary.coalesced > COALESCED_LIMIT,
         "loop": result.loop,
+        "warmed_connections": result.warmed,
+        "warm_failed": result.warm_failed,
         "worker_stats": worker_stats(result),
         "icl_ms": {k: _ms(v) for k, v in summary.icl.items() if k != "count"},
         "queue_ms": {k: _ms(v) for k, v in summary.queue.items() if k != "count"},
@@ -312,6 +314,9 @@ def table(result: Mapping[str, Any], written: Mapping[str, Path | None] | None =
             )
     if "loop" in sk:
         row("Event loop:", sk["loop"])
+    if sk.get("warmed_connections"):
+        failed = f" ({sk['warm_failed']} failed)" if sk.get("warm_failed") else ""
+        row("Warm-up connections (not measured):", f"{sk['warmed_connections']}{failed}")
     for w in sk.get("worker_stats", []) if sk["workers"] > 1 else []:
         lag, per_read = w["loop_lag_ms"], w["events_per_read"]
         per_read = "n/a" if per_read is None else f"{per_read:.2f}"
