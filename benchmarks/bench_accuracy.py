@@ -82,19 +82,22 @@ async def lean_run(url: str, concurrency: int, n: int) -> RunResult:
             for _ in queue:
                 t0 = time.perf_counter()
                 record = RequestRecord(t_sched=t0 - origin, t0=t0 - origin)
-                async with session.post(url + "/chat/completions", json=BODY) as response:
-                    held = b""
-                    async for data in response.content.iter_any():
-                        now = time.perf_counter()
-                        *events, held = (held + data).split(b"\n\n")
-                        for event in events:
-                            if not event.startswith(b"data: {"):
-                                continue
-                            chunk = orjson.loads(event[6:])
-                            record.response_id = record.response_id or chunk.get("id")
-                            choices = chunk.get("choices")
-                            if choices and choices[0].get("delta", {}).get("content"):
-                                record.token_times.append(now - t0)
+                try:
+                    async with session.post(url + "/chat/completions", json=BODY) as response:
+                        held = b""
+                        async for data in response.content.iter_any():
+                            now = time.perf_counter()
+                            *events, held = (held + data).split(b"\n\n")
+                            for event in events:
+                                if not event.startswith(b"data: {"):
+                                    continue
+                                chunk = orjson.loads(event[6:])
+                                record.response_id = record.response_id or chunk.get("id")
+                                choices = chunk.get("choices")
+                                if choices and choices[0].get("delta", {}).get("content"):
+                                    record.token_times.append(now - t0)
+                except aiohttp.ClientError as exc:  # counted as failed, as the bench counts its own
+                    record.error = type(exc).__name__
                 record.token_counts = [1] * len(record.token_times)
                 record.output_tokens = len(record.token_times)
                 records.append(record)
@@ -117,8 +120,9 @@ def workers_run(config: LoadConfig, requests: list[BenchRequest], k: int) -> lis
 
 
 def truth(result: RunResult, sent: dict[str, list[float]]) -> list[RequestRecord]:
+    shift = result.origin
     return [
-        dataclasses.replace(r, token_times=[t - result.origin - r.t0 for t in sent[r.response_id or ""]])
+        dataclasses.replace(r, token_times=[t - shift - r.t0 for t in sent.get(r.response_id or "", [])])
         for r in result.records
     ]
 

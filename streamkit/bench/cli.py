@@ -438,6 +438,8 @@ def _run(
                 "Requests per level": len(requests) if args.duration is None else f"for {args.duration:g} s",
                 "Output length (max tokens)": "as the file says" if args.requests_file else args.output_len,
             }
+            if args.warm_connections:
+                measured["Warm-up"] = "one connection per slot, a one-token request each, not measured"
             print(sweep_header(name, slo, args.slo_fraction, measured))
         try:
             for value, config, workers in zip(values, configs, counts, strict=True):
@@ -496,7 +498,8 @@ def _measure(
     scraper = MetricsScraper(target.metrics_url) if target.metrics_url else None
     if scraper is not None:
         scraper.start()
-    _warming(config, requests, workers)
+    if not label:  # a sweep says it once, in its head
+        _warming(config, requests, workers)
     try:
         if ray_bench is not None:
             result = ray_bench.run(config, requests, actors=workers)
