@@ -12,6 +12,13 @@ with its slots: a valid request waits in one first-come-first-served queue after
 model) and before anything of its answer, its `stall_head` and `status` faults included, plays; it holds its
 slot until its answer is written whole or its connection is gone. So the wait is part of its time to first
 token. `GET /metrics` serves, in Prometheus' text format, what the server is doing per API (`_Metrics`).
+
+On the Responses API, `background: true` creates a background response (`streamkit.server.background`): a
+task of the server produces its events once, with its timing, holding the slot, and keeps them; the request
+gets its Response object at once, or, with `stream: true`, reads its events as they are kept, as does any
+`GET /v1/responses/{id}?stream=true&starting_after=N` later, so that a client whose connection broke picks the
+stream up where it was. `GET /v1/responses/{id}` returns a kept response as it stands, and `POST
+/v1/responses/{id}/cancel` cancels a background one.
 """
 
 from __future__ import annotations
@@ -33,8 +40,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from streamkit.server.apis import SERVER_APIS, ServerApi
 from streamkit.server.apis.chat import SERVER_ERROR
+from streamkit.server.apis.responses import RESPONSES
+from streamkit.server.background import BackgroundStore, StoredResponse
 from streamkit.server.faults import Faults, Timing
-from streamkit.server.scripted import Frame, Plan, RequestError, answer
+from streamkit.server.scripted import Frame, Plan, RequestError, Script, answer
 
 __all__ = [
     "BODIES_KEPT",
@@ -188,6 +197,10 @@ class _Metrics:
     - `streamkit_prompt_tokens_total` (counter): the prompt tokens of those requests (the scripted model's
       count: the prompt's words), added as each ends.
 
+    A background response counts as its producer does: running while it produces, in a slot, and ended with
+    the tokens it produced; the connections that stream it count nothing. A `status` or `html` fault on a
+    background request counts as a request at once, without a slot.
+
     Every API's series exist from the start, at 0, so that the first scrape shows them all."""
 
     def __init__(self) -> None:
@@ -222,6 +235,7 @@ class _Handler:
         # The server's slots: one queue for every API, first come first served (asyncio's Semaphore wakes its
         # waiters in order, and lets no newcomer pass one). None: no limit.
         self.slots = asyncio.Semaphore(config.timing.slots) if config.timing.slots else None
+        self.store = BackgroundStore()  # the Responses API's kept responses, background ones and the others
 
     def _settings(self, request: web.Request, api: ServerApi) -> tuple[Timing, Faults]:
         try:
@@ -319,8 +333,7 @@ class _Handler:
 
     async def _serve(self, request: web.Request, api: ServerApi) -> web.StreamResponse:
         received = time.perf_counter()  # before the checks and the queue: both are part of the wait
-        self.stats.requests += 1
-        self.stats.add_peer(request.transport.get_extra_info("peername") if request.transport else None)
+        self._begin(request)
         try:
             self._authorize(request, api)
             timing, faults = self._settings(request, api)
@@ -343,15 +356,11 @@ class _Handler:
         self.stats.keep_body(raw)
         if self.stats.received is not None:
             self.stats.received[plan.id] = received
+        if script.background:
+            return await self._serve_background(request, api, script, plan, timing, faults)
 
-        metrics, slots = self.series.apis[api.name], self.slots
-        if slots is not None:
-            metrics.waiting.inc()
-            try:
-                await slots.acquire()  # a client gone while it waits cancels this: no slot is taken
-            finally:
-                metrics.waiting.dec()
-        metrics.running.inc()
+        metrics = self.series.apis[api.name]
+        await self._take_slot(metrics)
         stream: _Stream | None = None
         written = 0  # the tokens of a whole answer, once its body is written
         try:
@@ -360,7 +369,10 @@ class _Handler:
             response = self._fault_response(api, faults)
             if response is None and script.stream:
                 stream = _Stream(request, api, plan, timing, faults, self.stats)
-                return await stream.run()
+                streamed = await stream.run()
+                if stream.whole:
+                    self._keep(api, script, plan)
+                return streamed
             whole = response is None
             if response is None:
                 response = web.json_response(plan.whole, dumps=lambda o: _encode(o).decode())
@@ -369,15 +381,192 @@ class _Handler:
             await response.write_eof()
             if whole:
                 written = plan.output_tokens
+                self._keep(api, script, plan)
             return response
         finally:
             # Whatever ended the answer, a client gone (aiohttp cancels the handler) included.
-            if slots is not None:
-                slots.release()
-            metrics.running.dec()
+            self._free_slot(metrics, script.prompt_tokens, stream.written if stream is not None else written)
+
+    async def _take_slot(self, metrics: _ApiMetrics) -> None:
+        """Wait for a slot (with `slots`), then count one more request being answered. Cancelled while it
+        waits (its client gone), it takes no slot."""
+        if self.slots is not None:
+            metrics.waiting.inc()
+            try:
+                await self.slots.acquire()
+            finally:
+                metrics.waiting.dec()
+        metrics.running.inc()
+
+    def _free_slot(self, metrics: _ApiMetrics, prompt_tokens: int, output_tokens: int) -> None:
+        """Give back the slot `_take_slot` took, and count the request answered with its tokens."""
+        if self.slots is not None:
+            self.slots.release()
+        metrics.running.dec()
+        metrics.requests.inc()
+        metrics.prompt_tokens.inc(prompt_tokens)
+        metrics.output_tokens.inc(output_tokens)
+
+    def _keep(self, api: ServerApi, script: Script, plan: Plan) -> None:
+        """Keep a Responses answer written whole for `GET /v1/responses/{id}`, unless it asked `store:
+        false`."""
+        if api is RESPONSES and script.request.get("store") is not False:
+            self.store.add(StoredResponse.whole(plan.id, plan.whole, _cost(script, plan), self.store.clock))
+
+    async def _serve_background(
+        self, request: web.Request, api: ServerApi, script: Script, plan: Plan, timing: Timing, faults: Faults
+    ) -> web.StreamResponse:
+        """A background response: its producer (`_produce`) is started and holds the slot; the request gets
+        the Response object at once (`queued`), or, with `stream: true`, reads the events from the store as
+        the first of the connections that stream it. A `status` or `html` fault answers at once, without a
+        slot, and creates no response."""
+        response = self._fault_response(api, faults)
+        if response is not None:
+            metrics = self.series.apis[api.name]
             metrics.requests.inc()
             metrics.prompt_tokens.inc(script.prompt_tokens)
-            metrics.output_tokens.inc(stream.written if stream is not None else written)
+            if faults.stall_head:
+                await asyncio.sleep(faults.stall_head)
+            return response
+        stored = StoredResponse(
+            plan.id,
+            plan.frames[0].data["response"],
+            background=True,
+            stream=script.stream,
+            cuts=faults.cut,
+            cost=_cost(script, plan),
+            clock=self.store.clock,
+        )
+        self.store.add(stored)
+        stored.producer = asyncio.get_running_loop().create_task(
+            self._produce(stored, api, script, plan, timing, faults)
+        )
+        # The first connection that streams it is this one, whatever comes during its `stall_head`.
+        replay = _Replay(request, api, stored, -1, timing, faults, self.stats) if script.stream else None
+        if faults.stall_head:
+            await asyncio.sleep(faults.stall_head)
+        if replay is not None:
+            return await replay.run()
+        return web.json_response(stored.object(), dumps=lambda o: _encode(o).decode())
+
+    async def _produce(
+        self,
+        stored: StoredResponse,
+        api: ServerApi,
+        script: Script,
+        plan: Plan,
+        timing: Timing,
+        faults: Faults,
+    ) -> None:
+        """Play a background response's plan with its timing, into `stored`, once: each event is kept as it
+        is produced, whoever reads it or not. It holds a slot (with `slots`) from its first event to its
+        last, and counts in `/metrics` as the request does; the trace stamps each token as it is kept, before
+        which no reader can have it. `stall` pauses it, and `error` ends it with the error's events, which
+        fail the response. Cancelled (the response cancelled or forgotten, the app shutting down), it stops,
+        its slot given back."""
+        metrics, stats, frames = self.series.apis[api.name], self.stats, plan.frames
+        try:
+            await self._take_slot(metrics)
+            written = 0
+            try:
+                stored.start()
+                rng, first_token = random.Random(), True
+                for sent in range(len(frames) + 1):
+                    last = sent == len(frames)
+                    if faults.stall is not None and _due(faults.stall[0], sent, last):
+                        await asyncio.sleep(faults.stall[1])
+                    if faults.error is not None and _due(faults.error_after, sent, last):
+                        for frame in api.error_frames(faults.error, plan, sent):
+                            stored.add(frame)
+                        return
+                    if last:
+                        break
+                    frame = frames[sent]
+                    if frame.tokens:
+                        wait = timing.ttft if first_token else timing.itl * frame.tokens
+                        await asyncio.sleep(_jittered(wait, timing.jitter, rng))
+                        first_token = False
+                        if stats.traces is not None:
+                            stats.traces.setdefault(plan.id, []).append(time.perf_counter())
+                    stored.add(frame)
+                    written += frame.tokens
+                for frame in plan.end:
+                    stored.add(frame)
+            finally:
+                self._free_slot(metrics, script.prompt_tokens, written)
+        finally:
+            stored.end("cancelled")  # nothing when its terminal event has ended it
+
+    def _stored(self, request: web.Request) -> StoredResponse:
+        """The response kept as the path's `response_id`. Raises `RequestError` (404) in OpenAI's words when
+        there is none."""
+        id = request.match_info["response_id"]
+        stored = self.store.get(id)
+        if stored is None:
+            raise RequestError(404, f"Response with id '{id}' not found.")
+        return stored
+
+    def _begin(self, request: web.Request) -> None:
+        """What every request does first: count it and its connection."""
+        self.stats.requests += 1
+        self.stats.add_peer(request.transport.get_extra_info("peername") if request.transport else None)
+
+    async def retrieve(self, request: web.Request) -> web.StreamResponse:
+        """`GET /v1/responses/{response_id}`: the kept response's Response object as it stands, or, with
+        `?stream=true`, its events after `starting_after` (a sequence number; default: all of them), those
+        produced already at once and the others as they come, until it ends. Only a background response
+        created with `stream: true` can be streamed (OpenAI's background mode guide); any other is, on
+        `stream=true`, a 404 as an unknown id is (what OpenAI answered for a stored response that was not in
+        the background). `starting_after` at or past the last event of a response that has ended: an empty
+        stream, which ends at once; without `stream=true` it says nothing, but must be an integer still. The
+        request's own `x-streamkit-fault` plays on its connection; `cut`, `stall` and `error` belong to the
+        response's production, and are ignored here (a client that resumes repeats the creating request's
+        headers)."""
+        self._begin(request)
+        api = RESPONSES
+        try:
+            self._authorize(request, api)
+            timing, faults = self._settings(request, api)
+            # A client that resumes sends the headers of the request that created the response again; its
+            # production's faults are that request's, and are left out here.
+            faults = dataclasses.replace(faults, cut=(), stall=None, error=None)
+            stream = _query_bool(request, "stream")
+            after = _query_int(request, "starting_after")
+            stored = self._stored(request)
+            if stream and not (stored.background and stored.stream):
+                raise RequestError(404, f"Response with id '{stored.id}' not found.")
+        except RequestError as exc:
+            return self._error(api, exc)
+        if faults.stall_head:
+            await asyncio.sleep(faults.stall_head)
+        response = self._fault_response(api, faults)
+        if response is not None:
+            return response
+        if stream:
+            return await _Replay(request, api, stored, after, timing, faults, self.stats).run()
+        return web.json_response(stored.object(), dumps=lambda o: _encode(o).decode())
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        """`POST /v1/responses/{response_id}/cancel`: stops a background response that is queued or in
+        progress (its producer, and so its slot), and returns its Response object, `cancelled`; its streams
+        end once they have written the events kept, with no event of their own (none is documented). One that
+        has ended is returned as it is: OpenAI's guide says cancelling twice is idempotent, "subsequent calls
+        simply return the final Response object". One not created in the background is a 400 (a synchronous
+        response is cancelled by closing its connection), an unknown id a 404."""
+        self._begin(request)
+        api = RESPONSES
+        try:
+            self._authorize(request, api)
+            stored = self._stored(request)
+            if not stored.background:
+                raise RequestError(400, "Cannot cancel a synchronous response.")
+        except RequestError as exc:
+            return self._error(api, exc)
+        producer = stored.producer
+        stored.stop()
+        if producer is not None:
+            await asyncio.wait({producer})  # its slot is free once the answer says so
+        return web.json_response(stored.object(), dumps=lambda o: _encode(o).decode())
 
     def _fault_response(self, api: ServerApi, faults: Faults) -> web.Response | None:
         """The answer of a `status` fault due on this attempt, or of `html`; None when neither plays."""
@@ -395,31 +584,25 @@ class _Handler:
         return None
 
 
-class _Stream:
-    """Writes one planned stream with its timing and faults."""
+class _Writer:
+    """Writes events to one connection as its faults shape the bytes: the line ends, the batches of a write
+    (`events_per_write`, `write_bytes`), the pieces (`split`), and the `cut` fault (`cut_at`)."""
 
     def __init__(
-        self,
-        request: web.Request,
-        api: ServerApi,
-        plan: Plan,
-        timing: Timing,
-        faults: Faults,
-        stats: ServerStats,
+        self, request: web.Request, api: ServerApi, timing: Timing, faults: Faults, stats: ServerStats
     ) -> None:
         self.request = request
         self.api = api
-        self.plan = plan
         self.timing = timing
         self.faults = faults
         self.stats = stats
         self.end = faults.line_end
-        self.rng = random.Random()
         self.batch: list[bytes] = []  # events held back for one write (events_per_write, write_bytes)
         self.batched = 0  # their bytes
         self.batch_tokens = 0  # their tokens
         self.written = 0  # the tokens of the events handed to the connection so far
         self.faulty = dataclasses.replace(faults, key="") != Faults()  # a fault may need what is held back
+        self.cut_at: float | None = None  # the `cut` fault's entry for this connection
         self.response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
@@ -460,6 +643,52 @@ class _Stream:
             await self.response.write(data[i : i + split])
             await asyncio.sleep(0)  # let each piece leave as its own write
 
+    async def keepalive(self) -> None:
+        """A keep-alive comment or a ping event, as the faults say."""
+        if self.faults.keepalive:
+            await self.write(b": keep-alive" + self.end + self.end)
+        else:
+            await self.write(self.event(Frame(b"{}", "ping")))
+
+    async def cut(self, sent: int, following: Frame | None) -> bool:
+        """Play the `cut` fault if it is due after `sent` events of this connection, `following` the event
+        that would come next (None: none); True when it cut the connection. A fraction of an event writes that
+        part of `following`'s bytes (one at least, never all) before the abort, which waits (a second at most)
+        for what was written to leave, so that the client has every byte promised."""
+        at = self.cut_at
+        if at is None or int(at) != sent:
+            return False
+        await self.flush()
+        if at > sent and following is not None:
+            data = self.event(following)
+            await self.send(data[: min(len(data) - 1, max(1, int(len(data) * (at - sent))))])
+        transport = self.request.transport
+        if transport is not None:
+            deadline = time.monotonic() + 1
+            while transport.get_write_buffer_size() and time.monotonic() < deadline:
+                await asyncio.sleep(0.001)
+            transport.abort()
+        return True
+
+
+class _Stream(_Writer):
+    """Writes one planned stream with its timing and faults."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        api: ServerApi,
+        plan: Plan,
+        timing: Timing,
+        faults: Faults,
+        stats: ServerStats,
+    ) -> None:
+        super().__init__(request, api, timing, faults, stats)
+        self.plan = plan
+        self.rng = random.Random()
+        self.cut_at = faults.cut[0] if faults.cut else None  # a stream of its own: its only connection
+        self.whole = False  # every event written and the body ended properly
+
     async def wait(self, seconds: float) -> None:
         """Sleep, sending a keep-alive comment or a ping event every interval if the faults say so."""
         if seconds <= 0:
@@ -469,20 +698,16 @@ class _Stream:
         deadline = time.monotonic() + seconds
         while interval and deadline - time.monotonic() >= interval:
             await asyncio.sleep(interval)
-            if self.faults.keepalive:
-                await self.write(b": keep-alive" + self.end + self.end)
-            else:
-                await self.write(self.event(Frame(b"{}", "ping")))
+            await self.keepalive()
         remaining = deadline - time.monotonic()
         if remaining > 0:
             await asyncio.sleep(remaining)
 
     def delay(self, seconds: float) -> float:
-        jitter = self.timing.jitter
-        return seconds * (1 + self.rng.uniform(-jitter, jitter)) if jitter else seconds
+        return _jittered(seconds, self.timing.jitter, self.rng)
 
     async def run(self) -> web.StreamResponse:
-        faults, stats, frames = self.faults, self.stats, self.plan.frames
+        faults, stats, frames, end = self.faults, self.stats, self.plan.frames, self.plan.end
         await self.response.prepare(self.request)
         stats.streams_open += 1
         try:
@@ -505,28 +730,41 @@ class _Stream:
                 stats.chunks += 1
             if await self.fault(len(frames)):
                 return self.response
+            sent = len(frames)
             if not faults.no_done:
-                for frame in self.plan.end:
+                for frame in end:
+                    if sent > len(frames) and await self.cut(sent, frame):
+                        return self.response
                     await self.write(self.event(frame))
+                    sent += 1
             await self.flush()
+            if await self.cut(sent, None):
+                return self.response
             await self.response.write_eof()
+            self.whole = not faults.no_done
             return self.response
         finally:
             stats.streams_open -= 1
 
     async def fault(self, sent: int) -> bool:
         """Play the faults due after `sent` events; True when one of them ended the stream. A fault set past
-        the last event plays before the end of the stream (`[DONE]`, the terminal event)."""
+        the last event plays before the end of the stream (`[DONE]`, the terminal event); `cut` only at its
+        count."""
         f = self.faults
         last = sent == len(self.plan.frames)
         if self.faulty:
             await self.flush()
 
         def due(k: int | None) -> bool:
-            return k is not None and (sent == k or (last and k > sent))
+            return _due(k, sent, last)
 
         if f.stall is not None and due(f.stall[0]):
             await self.wait(f.stall[1])
+        following = self.plan.frames[sent] if not last else None
+        if last and self.plan.end and not f.no_done:
+            following = self.plan.end[0]
+        if await self.cut(sent, following):
+            return True
         if due(f.drop):
             if self.request.transport is not None:
                 self.request.transport.abort()
@@ -545,10 +783,151 @@ class _Stream:
         return True
 
 
+class _Replay(_Writer):
+    """Writes a kept background response's events to one connection: those after sequence number `after`
+    kept already, at once, then each as the producer keeps it, until the response ends (its terminal event,
+    or cancelled: then the body just ends). The connection counts as one more that streams the response,
+    which picks its `cut`. Its own faults play here, counted from its first event: `drop`, `truncate`,
+    `malformed` (past its last event: before the terminal event), `no_done` (the terminal event left out),
+    and the bytes' (`framing`, `bom`, `split`, batches); `keepalive` and `ping` fill its waits for the next
+    event. It holds no slot: the producer does."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        api: ServerApi,
+        stored: StoredResponse,
+        after: int,
+        timing: Timing,
+        faults: Faults,
+        stats: ServerStats,
+    ) -> None:
+        super().__init__(request, api, timing, faults, stats)
+        self.stored = stored
+        self.next = max(after + 1, 0)  # sequence numbers are the events' indexes, from 0
+        self.cut_at = stored.connect()
+
+    async def run(self) -> web.StreamResponse:
+        stored, faults, stats = self.stored, self.faults, self.stats
+        await self.response.prepare(self.request)
+        stats.streams_open += 1
+        try:
+            if faults.bom:
+                await self.write(b"\xef\xbb\xbf")
+            sent = 0
+            while True:
+                # Due at this count, a fault plays now rather than once the next event comes, unless it needs
+                # that event (a cut inside it) or has to know whether it ends the stream (one set past it).
+                to_come = self.next >= len(stored.events) and not stored.ended
+                inside = self.cut_at is not None and self.cut_at != int(self.cut_at)
+                if to_come and not inside and await self.fault(sent, None, False):
+                    return self.response
+                await self.until_next()
+                index = self.next
+                frame = stored.events[index] if index < len(stored.events) else None
+                terminal = frame is not None and stored.is_terminal(index)
+                if await self.fault(sent, frame, frame is None or terminal):
+                    return self.response
+                if frame is None or (terminal and faults.no_done):
+                    break
+                await self.write(self.event(frame), frame.tokens)
+                stats.chunks += 1
+                sent += 1
+                self.next += 1
+                if terminal:
+                    break
+            if await self.cut(sent, None):
+                return self.response
+            await self.flush()
+            await self.response.write_eof()
+            return self.response
+        finally:
+            stats.streams_open -= 1
+
+    async def until_next(self) -> None:
+        """Wait until the next event is kept or the response has ended, flushing what is held back first, and
+        sending a keep-alive or a ping every interval of the wait if the faults say so."""
+        stored, interval = self.stored, self.faults.keepalive or self.faults.ping
+        while self.next >= len(stored.events) and not stored.ended:
+            await self.flush()
+            changed = stored.changed()
+            if not interval:
+                await changed
+                continue
+            try:
+                await asyncio.wait_for(changed, interval)
+            except TimeoutError:
+                await self.keepalive()
+
+    async def fault(self, sent: int, following: Frame | None, last: bool) -> bool:
+        """Play this connection's faults due after `sent` of its events, `following` the event that comes
+        next and `last` whether it ends the stream (or there is none); True when one of them ended the
+        stream."""
+        f = self.faults
+        if self.faulty:
+            await self.flush()
+        if await self.cut(sent, following):
+            return True
+        if _due(f.drop, sent, last):
+            if self.request.transport is not None:
+                self.request.transport.abort()
+            return True
+        if _due(f.truncate, sent, last):
+            await self.response.write_eof()
+            return True
+        if _due(f.malformed, sent, last):
+            await self.write(self.event(Frame(self.api.malformed)))
+            await self.flush()
+            await self.response.write_eof()
+            return True
+        return False
+
+
+def _due(k: int | None, sent: int, last: bool) -> bool:
+    """Whether a fault set after `k` events plays after `sent` of them: at its count, or, set past the last
+    event, before the end (`last`: the next event ends the stream, or there is none)."""
+    return k is not None and (sent == k or (last and k > sent))
+
+
+def _jittered(seconds: float, jitter: float, rng: random.Random) -> float:
+    """`seconds` scaled by a random factor in [1 - jitter, 1 + jitter]."""
+    return seconds * (1 + rng.uniform(-jitter, jitter)) if jitter else seconds
+
+
+def _cost(script: Script, plan: Plan) -> int:
+    """An answer's planned tokens as `MAX_REQUEST_TOKENS` counts them (a logprob alternate is one): what a
+    kept response weighs (`BACKGROUND_KEPT_TOKENS`)."""
+    return plan.output_tokens * (1 + script.top_logprobs if script.logprobs else 1)
+
+
+def _query_bool(request: web.Request, name: str) -> bool:
+    """A query parameter `true` or `false` (absent: false). Raises `RequestError` (400) on any other."""
+    value = request.query.get(name, "false").lower()
+    if value not in ("true", "false"):
+        raise RequestError(400, f"Invalid value for '{name}': expected true or false.", name, "invalid_value")
+    return value == "true"
+
+
+def _query_int(request: web.Request, name: str) -> int:
+    """A query parameter that is an integer (absent: -1, before the first sequence number). Raises
+    `RequestError` (400) on any other."""
+    value = request.query.get(name)
+    if value is None:
+        return -1
+    try:
+        return int(value)
+    except ValueError:
+        raise RequestError(
+            400, f"Invalid type for '{name}': expected an integer, but got a string.", name, "invalid_type"
+        ) from None
+
+
 def create_app(config: ServerConfig | None = None, stats: ServerStats | None = None) -> web.Application:
     """The aiohttp.web application of the built-in server: each API of `streamkit.server.apis` under `/v1`,
+    `GET /v1/responses/{id}` and `POST /v1/responses/{id}/cancel` (`_Handler.retrieve`, `_Handler.cancel`),
     `/v1/models`, and `GET /metrics` (no key asked); with `config.trace`, `GET /streamkit/trace` and
-    `GET /streamkit/received` too (the server's key asked, as `/v1/models` does)."""
+    `GET /streamkit/received` too (the server's key asked, as `/v1/models` does). Background responses still
+    produced are stopped as the app shuts down, and their streams end."""
     config = config or ServerConfig()
     handler = _Handler(config, stats or ServerStats())
     app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -556,8 +935,19 @@ def create_app(config: ServerConfig | None = None, stats: ServerStats | None = N
     app[STATS_KEY] = handler.stats
     for api in SERVER_APIS.values():
         app.router.add_post(f"/v1{api.path}", handler.handler(api))
+    app.router.add_get(f"/v1{RESPONSES.path}/{{response_id}}", handler.retrieve, allow_head=False)
+    app.router.add_post(f"/v1{RESPONSES.path}/{{response_id}}/cancel", handler.cancel)
     app.router.add_get("/v1/models", handler.models)
     app.router.add_get("/metrics", handler.metrics)
+
+    async def shutdown(app: web.Application) -> None:  # the streams still open end at once
+        handler.store.close()
+
+    async def cleanup(app: web.Application) -> None:
+        await handler.store.wait_closed()
+
+    app.on_shutdown.append(shutdown)
+    app.on_cleanup.append(cleanup)
     if config.trace:
         handler.stats.traces = {}
         handler.stats.received = {}

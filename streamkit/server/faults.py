@@ -27,6 +27,13 @@ Responses and Messages APIs.
 | fault | what the server does |
 | --- | --- |
 | `drop=K` | aborts the connection after K events |
+| `cut=K1:K2:...` | aborts the n-th connection that streams a response after the Kn-th event that connection |
+| | wrote (counted per connection, from its first); connections past the list are not cut. `K.F` |
+| | writes K events and the fraction .F of the next one's bytes before the abort: `cut=5.5` cuts |
+| | the 6th event in half. A background response (`background: true`) counts its own connections: |
+| | its POST's stream is the first, each `GET /v1/responses/{id}?stream=true` the next; any other |
+| | stream is its only connection. K equal to the events the connection writes: aborted after the |
+| | last of them, before the body's proper end; past that, not cut |
 | `truncate=K` | ends the body cleanly after K events: no finish, no `[DONE]` or terminal event |
 | `no_done` | sends every event but the end: `data: [DONE]`, `response.completed`, `message_stop` |
 | `stall_head=S` | waits S seconds before the response head |
@@ -46,11 +53,19 @@ Responses and Messages APIs.
 | `keepalive=S` | sends a `: keep-alive` comment every S seconds of waiting |
 | `ping=S` | sends an `event: ping` event every S seconds of waiting |
 | `split=N` | writes every event in pieces of N bytes (so a piece can end inside a UTF-8 sequence) |
+
+A background response (`background: true` on the Responses API) is produced once and kept
+(`streamkit.server.background`): `stall` and `error` play in its production, so that every reader sees them
+(an `error` fails the response), and `cut` is kept with it. The other faults play on each connection that
+streams it: the POST's take its own header's, and a `GET /v1/responses/{id}?stream=true` takes its own
+header's, less its `cut`, `stall` and `error`, which are the production's (a client that resumes sends the
+creating request's headers again).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import textwrap
 from dataclasses import dataclass
 
@@ -155,6 +170,9 @@ class Faults:
     keepalive: float | None = None
     ping: float | None = None
     split: int | None = None
+    cut: tuple[float, ...] = ()
+    """The `cut` fault: per connection, the events after which it is aborted, a fraction being that part of
+    the next event's bytes written first."""
 
     @property
     def line_end(self) -> bytes:
@@ -176,6 +194,11 @@ class Faults:
             elif name == "stall":
                 after, _, seconds = (value or "").partition(":")
                 changes[name] = (int(_number(name, after, int)), _number(name, seconds, float))
+            elif name == "cut":
+                cuts = tuple(_number(name, part or None, float) for part in (value or "").split(":"))
+                if not all(math.isfinite(k) for k in cuts):
+                    raise ValueError("cut must be finite")
+                changes[name] = cuts
             elif name == "status":
                 code, colon, times = (value or "").partition(":")
                 status = int(_number(name, code or None, int))

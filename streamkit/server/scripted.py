@@ -212,6 +212,9 @@ class Script:
     echo: bool = False
     suffix: str | None = None
     stream: bool = True
+    background: bool = False
+    """Produce the answer in the background and keep it (the Responses API's `background: true`), rather
+    than on the request's connection."""
     request: dict[str, Any] = field(default_factory=dict)
     """The request's body, for the APIs that echo its settings in their answer."""
 

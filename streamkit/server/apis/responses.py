@@ -4,6 +4,10 @@ A stream is `response.created` and `response.in_progress`, then each output item
 `output_text` part, or function calls) added, its deltas, its `*.done` events and `output_item.done`, then
 `response.completed` (or `response.incomplete` at the token limit), every event numbered in
 `sequence_number`. The whole answer is the final `Response` that the terminal event carries.
+
+`background: true` asks for a background response (`streamkit.server.background`): the same events, produced
+once by the server and kept, which `GET /v1/responses/{id}` reads (`streamkit.server.app`). As OpenAI's
+background mode guide says, it needs `store` (`store: false` is refused).
 """
 
 from __future__ import annotations
@@ -58,7 +62,10 @@ class ResponsesServer(ServerApi):
             check_type(body, name, dict)
         for name in ("previous_response_id", "truncation", "user"):
             check_type(body, name, str)
-        check_type(body, "store", bool)
+        store = check_type(body, "store", bool)
+        background = bool(check_type(body, "background", bool))
+        if background and store is False:  # OpenAI's background mode guide: "stateless requests are rejected"
+            raise RequestError(400, "Background mode requires store=true.", "store", "invalid_value")
         include = check_type(body, "include", list) or []
         if check_type(body, "stream_options", dict) is not None and not stream:
             raise RequestError(
@@ -99,6 +106,7 @@ class ResponsesServer(ServerApi):
             tools=[] if choice == "none" else functions if parallel else functions[:1],
             include_usage=True,
             stream=stream,
+            background=background,
             request=body,
         )
 
@@ -115,6 +123,7 @@ class ResponsesServer(ServerApi):
             "object": "response",
             "created_at": now(),
             "status": "in_progress",
+            "background": script.background,
             "error": None,
             "incomplete_details": None,
             "instructions": request.get("instructions"),
