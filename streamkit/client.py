@@ -39,11 +39,11 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from time import perf_counter
 from typing import Any, Literal, TypedDict, TypeVar, Unpack, cast, overload
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import anyio
 import msgspec
@@ -372,6 +372,19 @@ class _BaseClient:
         )
         return request, timeout
 
+    def _resume_request(
+        self, response_id: str, after: int | None, options: _GetOptions, stream: bool = True
+    ) -> tuple[Request, Timeout]:
+        """`GET /responses/{id}`: the stored response, or with `stream`, its events after `after` (all of
+        them for None), as `?stream=true&starting_after=N`."""
+        query = dict(options.get("extra_query", {}))
+        if stream:
+            query["stream"] = "true"
+            if after is not None:
+                query["starting_after"] = str(after)
+        path = f"/responses/{quote(response_id, safe='')}"
+        return self._build("openai", path, None, {**options, "extra_query": query}, stream=stream)
+
     def _redirected(self, request: Request, status: int, location: str) -> Request:
         """The request that a redirect to `location` asks for, without credentials if it goes to another
         origin. Raises `ProtocolError` where `location` is not an http(s) URL."""
@@ -616,14 +629,30 @@ class AsyncClient(_BaseClient):
         raise TotalTimeout("the request took longer than the total timeout")
 
     async def _stream(
-        self, stream_type: type[_StreamT], body: dict[str, object], options: _RequestOptions
+        self,
+        stream_type: type[_StreamT],
+        body: dict[str, object],
+        options: _RequestOptions,
+        resumable: bool = False,
     ) -> _StreamT:
-        """Send a request with `stream=True` and return the API's stream once the response head is in."""
+        """Send a request with `stream=True` and return the API's stream once the response head is in. A
+        `resumable` stream (a background response's) picks itself up where its connection breaks."""
         api = stream_type.api
         json_body = _json_body(body, options)
         request, timeout = self._build(api.provider, api.path, json_body, options, stream=True)
-        total_deadline = None if timeout.total is None else anyio.current_time() + timeout.total
         call = self._telemetry.start(api, request.url, json_body, stream=True)
+        return await self._open_stream(stream_type, request, timeout, options, call, resumable)
+
+    async def _open_stream(
+        self,
+        stream_type: type[_StreamT],
+        request: Request,
+        timeout: Timeout,
+        options: _GetOptions,
+        call: Call | None = None,
+        resumable: bool = False,
+    ) -> _StreamT:
+        total_deadline = None if timeout.total is None else anyio.current_time() + timeout.total
         try:
             response, metrics, sent_loop = await self._open(request, total_deadline, call)
             content_type = response.headers.get("content-type")
@@ -634,7 +663,7 @@ class AsyncClient(_BaseClient):
                 call.failed(exc)
             raise
         first_token = timeout.first_token
-        return stream_type(
+        stream = stream_type(
             response,
             metrics,
             first_token_deadline=None if first_token is None else sent_loop + first_token,
@@ -642,6 +671,43 @@ class AsyncClient(_BaseClient):
             redact=self._redact,
             call=call,
         )
+        if resumable:
+            stream._resumable(self._resumer(options, metrics.attempts - 1, total_deadline))
+        return stream
+
+    def _resumer(
+        self, options: _GetOptions, retried: int, total_deadline: float | None
+    ) -> Callable[[str, int, StreamkitError], Awaitable[HTTPResponse]]:
+        """How a background stream picks itself up: `resume(id, after, broke)` opens the stored response's
+        events after `after`, with the backoff and the `max_retries` budget of the call's retries (`retried`
+        of them spent before its first byte), within its total deadline. Each break takes a retry. Raises
+        `broke` where none is left, the `APIStatusError` of an answer that refuses (404, a 4xx), and what the
+        last try raised."""
+        retries = _Retries(self.max_retries)
+        retries.attempt = retried
+
+        async def resume(response_id: str, after: int, broke: StreamkitError) -> HTTPResponse:
+            request, _ = self._resume_request(response_id, after, options)
+            with anyio.move_on_at(math.inf if total_deadline is None else total_deadline):
+                wait = retries.after_break(broke)
+                while True:
+                    await anyio.sleep(wait)
+                    try:
+                        response = await self._send(request)
+                    except (ConnectError, ConnectTimeout, ReadError) as exc:
+                        wait = retries.after_error(exc) or 0.0
+                        continue
+                    if 200 <= response.status < 300:
+                        content_type = response.headers.get("content-type")
+                        if content_type is not None and not _is_event_stream(content_type):
+                            raw = await _read_some(response, self._readable(RAW_PREVIEW))
+                            raise self._unexpected(content_type, raw)
+                        return response
+                    error = await self._status_error(response)
+                    wait = retries.after_status(response.status, response.headers, error)
+            raise TotalTimeout("the request took longer than the total timeout")
+
+        return resume
 
 
 async def _read_some(response: HTTPResponse, limit: int | None) -> bytes:
@@ -708,6 +774,14 @@ class _Retries:
         if self.call is not None:
             self.call.retried(type(error).__name__, wait)
         return wait
+
+    def after_break(self, broke: StreamkitError) -> float:
+        """A background stream broke mid-body (`streams.BROKEN`): the wait before it resumes, or `broke`
+        raised where no retry is left."""
+        if self.attempt >= self.max_retries:
+            raise broke
+        self.attempt += 1
+        return _backoff(self.attempt - 1)
 
     def after_status(self, status: int, headers: Mapping[str, str], error: APIStatusError) -> float:
         if status not in RETRY_STATUSES and not 500 <= status < 600:
@@ -1042,8 +1116,59 @@ class Responses:
         """
         body, options = _response_body(model, input, stream, params)
         if stream:
-            return await self._client._stream(ResponseStream, body, options)
+            resumable = bool(body.get("background"))  # its events are kept: a broken stream picks up
+            return await self._client._stream(ResponseStream, body, options, resumable)
         return await self._client._whole(RESPONSES, body, options)
+
+    @overload
+    async def retrieve(
+        self,
+        response_id: str,
+        *,
+        stream: Literal[True],
+        starting_after: int | None = None,
+        **options: Unpack[_GetOptions],
+    ) -> ResponseStream: ...
+
+    @overload
+    async def retrieve(
+        self,
+        response_id: str,
+        *,
+        stream: Literal[False] = False,
+        starting_after: None = None,
+        **options: Unpack[_GetOptions],
+    ) -> Response: ...
+
+    async def retrieve(
+        self,
+        response_id: str,
+        *,
+        stream: bool = False,
+        starting_after: int | None = None,
+        **options: Unpack[_GetOptions],
+    ) -> ResponseStream | Response:
+        """A stored response (`GET /responses/{id}`): the `Response` as it stands, or with `stream=True`, a
+        `ResponseStream` of a background response's events, those after `starting_after` (a
+        `sequence_number`), then the rest as they come. That stream resumes by itself where its connection
+        breaks, as a background `create` stream does.
+
+        Raises `NotFoundError` for an unknown id, and as `create` does.
+        """
+        client = self._client
+        request, timeout = client._resume_request(response_id, starting_after, options, stream)
+        if not stream:
+            return await client._body(request, timeout, RESPONSES.final_from_json)
+        return await client._open_stream(ResponseStream, request, timeout, options, resumable=True)
+
+    async def cancel(self, response_id: str, **options: Unpack[_GetOptions]) -> Response:
+        """Cancel a background response (`POST /responses/{id}/cancel`) and return it as it stands, its
+        `status` `cancelled`. Its stream, if one is read, ends. Raises `NotFoundError` for an unknown id and
+        the `BadRequestError` of one that is not background, and as `create` does."""
+        client = self._client
+        path = f"/responses/{quote(response_id, safe='')}/cancel"
+        request, timeout = client._build("openai", path, {}, options)
+        return await client._body(request, timeout, RESPONSES.final_from_json)
 
 
 class Messages:

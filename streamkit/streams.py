@@ -34,7 +34,15 @@ from typing import Any, ClassVar, Generic, TypeVar
 import anyio
 import msgspec
 
-from streamkit.errors import FirstTokenTimeout, IncompleteStreamError, StreamkitError, TotalTimeout
+from streamkit.errors import (
+    FirstTokenTimeout,
+    IdleTimeout,
+    IncompleteStreamError,
+    ProtocolError,
+    ReadError,
+    StreamkitError,
+    TotalTimeout,
+)
 from streamkit.protocols.base import COUNTED, END, ERROR, TOKEN, Accumulator, Api, Model
 from streamkit.protocols.chat import CHAT, ChatCompletion, ChatCompletionChunk
 from streamkit.protocols.completions import COMPLETIONS, Completion, CompletionChunk
@@ -63,6 +71,13 @@ __all__ = [
 ItemT = TypeVar("ItemT")
 FinalT = TypeVar("FinalT", bound=Model)
 
+# What a background stream resumes after: its connection reset or cut mid-body, an idle read, a body that
+# ended before the terminal event. Anything else (an error event, bad data, a deadline) fails it as before.
+BROKEN = (ReadError, IdleTimeout, IncompleteStreamError)
+# `resume(response_id, after, broke)`: the rest of a stored response's events, as an open response (awaited
+# by `Stream`, returned by `SyncStream`).
+Resume = Callable[[str, int, StreamkitError], Any]
+
 
 class StreamMetrics:
     """When a stream's parts happened, in `time.perf_counter()` seconds, and what they add up to.
@@ -83,9 +98,11 @@ class StreamMetrics:
         "call_started",
         "completion_tokens",
         "headers_received",
+        "outages",
         "prompt_tokens",
         "reads",
         "request_sent",
+        "resumes",
         "token_arrivals",
         "token_counts",
     )
@@ -109,6 +126,9 @@ class StreamMetrics:
         self.reads = 0  # reads of the body that brought bytes
         self.completion_tokens: int | None = None  # output tokens from usage, once the stream has ended
         self.prompt_tokens: int | None = None  # input tokens from usage, likewise
+        self.resumes = 0  # times a background stream picked itself up after its connection broke
+        # Each outage of a resumed stream: when the break was seen, and when the resumed stream's head came.
+        self.outages: list[tuple[float, float]] = []
 
     @property
     def chunks(self) -> int:
@@ -146,9 +166,19 @@ class StreamMetrics:
 
     @property
     def itl(self) -> list[float]:
-        """Inter-token latencies: the gaps between consecutive token-carrying items, in seconds."""
+        """Inter-token latencies: the gaps between consecutive token-carrying items, in seconds. A gap across
+        an outage (a resumed stream's break and reconnection) is no token gap, and is left out: the outage
+        is in `outages`."""
         times = self.token_arrivals
-        return [b - a for a, b in itertools.pairwise(times)]
+        if not self.outages:
+            return [b - a for a, b in itertools.pairwise(times)]
+        breaks = [start for start, _ in self.outages]
+        return [b - a for a, b in itertools.pairwise(times) if not any(a <= t < b for t in breaks)]
+
+    @property
+    def outage(self) -> float:
+        """The seconds a resumed stream spent between its breaks and its reconnections, in all."""
+        return sum(end - start for start, end in self.outages)
 
     def __repr__(self) -> str:
         ttft = "None" if self.ttft is None else f"{self.ttft * 1e3:.1f}ms"
@@ -170,6 +200,7 @@ class _Reader(Generic[ItemT, FinalT]):
     __slots__ = (
         "_accumulator",
         "_add",
+        "_after",
         "_call",
         "_complete",
         "_deadline",
@@ -185,6 +216,7 @@ class _Reader(Generic[ItemT, FinalT]):
         "_reading",
         "_redact",
         "_response",
+        "_resume",
         "_token_arrivals",
         "_token_count",
         "_total_deadline",
@@ -221,11 +253,13 @@ class _Reader(Generic[ItemT, FinalT]):
         # The hot path's callables, bound once rather than at every read.
         self._feed = self._decoder.feed_array
         self._typed_arrays = not self.api.event_field_matters
-        self._decode_item = self.api.decode
+        self._decode_item: Callable[[bytes, str], ItemT | None] = self.api.decode
         self._decode_many = self.api.decode_many
         self._add = self._accumulator.add
         self._token_arrivals = metrics.token_arrivals
         self._token_count = self.api.token_count
+        self._resume: Resume | None = None  # how a background stream picks itself up (`_resumable`)
+        self._after: int | None = None  # the last `sequence_number` decoded, where the stream is resumable
 
     # The public surface
 
@@ -396,6 +430,56 @@ class _Reader(Generic[ItemT, FinalT]):
             raise IncompleteStreamError("data: [DONE] came before the stream was complete")
         return False
 
+    # Resuming a background Responses stream
+
+    def _resumable(self, resume: Resume) -> None:
+        """Let the stream pick itself up when its connection breaks before its terminal event: `resume(id,
+        after, broke)` opens the stored response's events after `after` (or raises a typed error, `broke`
+        where no retry is left). Every event's `sequence_number` is checked as it is decoded: one at or
+        below the last is dropped, as a resumed stream may repeat it, and one that skips ahead is an error
+        (`ProtocolError`), as events would be lost."""
+        self._resume = resume
+        self._typed_arrays = False  # each event through `decode` below, never decoded in a batch
+        inner = self._decode_item
+
+        def decode(raw: bytes, event: str) -> ItemT | None:
+            item = inner(raw, event)
+            sequence = getattr(item, "sequence_number", None)
+            if sequence is None:
+                return item
+            after = self._after
+            if after is not None:
+                if sequence <= after:
+                    return None  # delivered already
+                if sequence != after + 1:
+                    raise ProtocolError(
+                        f"event {sequence} came after event {after}: events {after + 1} to {sequence - 1} "
+                        "are missing"
+                    )
+            self._after = sequence
+            return item
+
+        self._decode_item = decode
+
+    def _resume_point(self, exc: StreamkitError) -> tuple[str, int] | None:
+        """Where a stream that broke with `exc` picks up: the response's id and the last sequence number
+        delivered; None where it cannot (not resumable, not a break, finished, or no id or sequence yet)."""
+        if self._resume is None or self._after is None or not isinstance(exc, BROKEN):
+            return None
+        if self._accumulator.is_finished():
+            return None
+        response_id = getattr(self._accumulator.snapshot, "id", None)
+        return (response_id, self._after) if response_id else None
+
+    def _resumed(self, response: Any, broke_at: float) -> None:
+        """Read on from `response`, a resumed stream: a new SSE decoder (what the broken connection left of
+        an event is dropped), and the outage noted."""
+        self._response = response
+        self._decoder = SSEDecoder()
+        self._feed = self._decoder.feed_array
+        self.metrics.resumes += 1
+        self.metrics.outages.append((broke_at, perf_counter()))
+
     def _tokens_arrived(self, count: int, now: float) -> None:
         """Stamp `count` token items; the first one ends the wait for a first token."""
         self._token_arrivals.extend([now] * count)
@@ -538,6 +622,22 @@ class Stream(_Reader[ItemT, FinalT]):
                     raise IncompleteStreamError("the body ended before the stream was complete")
                 await self._finish(response.aclose)
         except StreamkitError as exc:
+            point = self._resume_point(exc)
+            if point is not None:
+                broke_at = perf_counter()
+                await response.aclose()
+                resume = self._resume
+                assert resume is not None
+                try:
+                    resumed = await resume(*point, exc)
+                except StreamkitError as refused:  # refused, or no retry left: the stream fails with it
+                    exc = refused
+                except BaseException:
+                    self._stop()
+                    raise
+                else:
+                    self._resumed(resumed, broke_at)
+                    return
             self._failed(exc)
             await response.aclose()
         except BaseException:  # cancelled, or a bug: the connection must not outlive it
@@ -643,6 +743,22 @@ class SyncStream(_Reader[ItemT, FinalT]):
                     raise IncompleteStreamError("the body ended before the stream was complete")
                 self._finish(response.close)
         except StreamkitError as exc:
+            point = self._resume_point(exc)
+            if point is not None:
+                broke_at = perf_counter()
+                response.close()
+                resume = self._resume
+                assert resume is not None
+                try:
+                    resumed = resume(*point, exc)
+                except StreamkitError as refused:  # refused, or no retry left: the stream fails with it
+                    exc = refused
+                except BaseException:
+                    self._stop()
+                    raise
+                else:
+                    self._resumed(resumed, broke_at)
+                    return
             self._failed(exc)
             response.close()
         except BaseException:  # Ctrl-C, or a bug: the connection must not outlive it

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from time import monotonic, perf_counter
 from typing import Any, Literal, TypeVar, Unpack, overload
+from urllib.parse import quote
 
 from streamkit.client import (
     ERROR_BODY_LIMIT,
@@ -239,14 +240,30 @@ class Client(_BaseClient):
         return self._decoded(body, decode)
 
     def _stream(
-        self, stream_type: type[_StreamT], body: dict[str, object], options: _RequestOptions
+        self,
+        stream_type: type[_StreamT],
+        body: dict[str, object],
+        options: _RequestOptions,
+        resumable: bool = False,
     ) -> _StreamT:
-        """Send a request with `stream=True` and return the API's stream once the response head is in."""
+        """Send a request with `stream=True` and return the API's stream once the response head is in. A
+        `resumable` stream (a background response's) picks itself up where its connection breaks."""
         api = stream_type.api
         json_body = _json_body(body, options)
         request, timeout = self._build(api.provider, api.path, json_body, options, stream=True)
-        deadline = None if timeout.total is None else monotonic() + timeout.total
         call = self._telemetry.start(api, request.url, json_body, stream=True)
+        return self._open_stream(stream_type, request, timeout, options, call, resumable)
+
+    def _open_stream(
+        self,
+        stream_type: type[_StreamT],
+        request: Request,
+        timeout: Timeout,
+        options: _GetOptions,
+        call: Call | None = None,
+        resumable: bool = False,
+    ) -> _StreamT:
+        deadline = None if timeout.total is None else monotonic() + timeout.total
         try:
             response, metrics, sent = self._tries(request, deadline, call)
             content_type = response.headers.get("content-type")
@@ -261,7 +278,7 @@ class Client(_BaseClient):
                 call.failed(exc)
             raise
         first_token = timeout.first_token
-        return stream_type(
+        stream = stream_type(
             response,
             metrics,
             first_token_deadline=None if first_token is None else sent + first_token,
@@ -269,6 +286,46 @@ class Client(_BaseClient):
             redact=self._redact,
             call=call,
         )
+        if resumable:
+            stream._resumable(self._resumer(options, metrics.attempts - 1, deadline))
+        return stream
+
+    def _resumer(
+        self, options: _GetOptions, retried: int, deadline: float | None
+    ) -> Callable[[str, int, StreamkitError], SyncResponse]:
+        """How a background stream picks itself up; as `AsyncClient._resumer`, blocking."""
+        retries = _Retries(self.max_retries)
+        retries.attempt = retried
+
+        def sleep(wait: float) -> None:
+            if deadline is not None and monotonic() + wait >= deadline:
+                time.sleep(max(deadline - monotonic(), 0.0))
+                raise TotalTimeout("the request took longer than the total timeout")
+            time.sleep(wait)
+
+        def resume(response_id: str, after: int, broke: StreamkitError) -> SyncResponse:
+            request, _ = self._resume_request(response_id, after, options)
+            wait = retries.after_break(broke)
+            while True:
+                sleep(wait)
+                try:
+                    response = self._send(request, deadline)
+                    if 200 <= response.status < 300:
+                        content_type = response.headers.get("content-type")
+                        if content_type is not None and not _is_event_stream(content_type):
+                            raw = _read_some(response, self._readable(RAW_PREVIEW), deadline)
+                            raise self._unexpected(content_type, raw)
+                        return response
+                    raw = _read_some(response, self._readable(ERROR_BODY_LIMIT), deadline)
+                except (ConnectError, ConnectTimeout, ReadError) as exc:
+                    wait = retries.after_error(exc) or 0.0
+                    continue
+                except DeadlineExpired:
+                    raise TotalTimeout("the request took longer than the total timeout") from None
+                error = self._error_of(response.status, response.headers, raw)
+                wait = retries.after_status(response.status, response.headers, error)
+
+        return resume
 
 
 def _read_some(response: SyncResponse, limit: int | None, deadline: float | None) -> bytes:
@@ -417,8 +474,52 @@ class Responses:
         """Create a response: a `SyncResponseStream` of typed events with `stream=True`, else a `Response`."""
         body, options = _response_body(model, input, stream, params)
         if stream:
-            return self._client._stream(SyncResponseStream, body, options)
+            resumable = bool(body.get("background"))  # its events are kept: a broken stream picks up
+            return self._client._stream(SyncResponseStream, body, options, resumable)
         return self._client._whole(RESPONSES, body, options)
+
+    @overload
+    def retrieve(
+        self,
+        response_id: str,
+        *,
+        stream: Literal[True],
+        starting_after: int | None = None,
+        **options: Unpack[_GetOptions],
+    ) -> SyncResponseStream: ...
+
+    @overload
+    def retrieve(
+        self,
+        response_id: str,
+        *,
+        stream: Literal[False] = False,
+        starting_after: None = None,
+        **options: Unpack[_GetOptions],
+    ) -> Response: ...
+
+    def retrieve(
+        self,
+        response_id: str,
+        *,
+        stream: bool = False,
+        starting_after: int | None = None,
+        **options: Unpack[_GetOptions],
+    ) -> SyncResponseStream | Response:
+        """A stored response: the `Response`, or with `stream=True` its events after `starting_after`; as
+        `AsyncClient.responses.retrieve`."""
+        client = self._client
+        request, timeout = client._resume_request(response_id, starting_after, options, stream)
+        if not stream:
+            return client._body(request, timeout, RESPONSES.final_from_json)
+        return client._open_stream(SyncResponseStream, request, timeout, options, resumable=True)
+
+    def cancel(self, response_id: str, **options: Unpack[_GetOptions]) -> Response:
+        """Cancel a background response and return it; as `AsyncClient.responses.cancel`."""
+        client = self._client
+        path = f"/responses/{quote(response_id, safe='')}/cancel"
+        request, timeout = client._build("openai", path, {}, options)
+        return client._body(request, timeout, RESPONSES.final_from_json)
 
 
 class Messages:
