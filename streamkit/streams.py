@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from time import perf_counter
 from types import TracebackType
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import anyio
 import msgspec
@@ -592,7 +592,7 @@ class Stream(_Reader[ItemT, FinalT]):
             await self._response.aclose()
         self._report()
 
-    async def __aenter__(self) -> Stream[ItemT, FinalT]:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -718,7 +718,7 @@ class SyncStream(_Reader[ItemT, FinalT]):
             self._response.close()
         self._report()
 
-    def __enter__(self) -> SyncStream[ItemT, FinalT]:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

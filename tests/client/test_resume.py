@@ -43,10 +43,15 @@ def stored_events(server: ServerThread, response_id: str) -> list[dict[str, Any]
     ]
 
 
+def partial_of(error: streamkit.StreamkitError) -> Any:
+    """What a failed stream had received (a `Response`)."""
+    return error.partial
+
+
 async def whole(client: streamkit.AsyncClient) -> Any:
     """The server's whole answer to the same request, as a background stream of it must aggregate to (which
     says that it ran in the background)."""
-    answer = comparable(await client.responses.create(model=MODEL, input=INPUT), usage=True)
+    answer: dict[str, Any] = comparable(await client.responses.create(model=MODEL, input=INPUT), usage=True)
     return {**answer, "background": True}
 
 
@@ -60,8 +65,8 @@ async def test_a_cut_background_stream_resumes_with_nothing_lost_or_repeated(
         extra_headers=fault(f"cut={cut}"),
     )  # fmt: skip
     async with stream:
-        seen = [event async for event in stream]
-    final = await stream.get_final_response()
+        seen: list[Any] = [event async for event in stream]
+    final: Any = await stream.get_final_response()
     truth = stored_events(streamkit_server, final.id)
     assert [event.sequence_number for event in seen] == [e["sequence_number"] for e in truth]
     assert [event.type for event in seen] == [e["type"] for e in truth]
@@ -80,11 +85,9 @@ async def test_a_cut_background_stream_resumes_with_nothing_lost_or_repeated(
 
 
 def retrying(server: ServerThread, transport: str, max_retries: int) -> streamkit.AsyncClient:
+    kind: Any = transport
     return streamkit.AsyncClient(
-        base_url=server.base_url,
-        api_key="sk-test",
-        transport=transport,
-        max_retries=max_retries,  # type: ignore[arg-type]
+        base_url=server.base_url, api_key="sk-test", transport=kind, max_retries=max_retries
     )
 
 
@@ -107,7 +110,7 @@ async def test_a_stream_past_its_retries_fails_with_everything_received(
                 async for event in stream:
                     seen.append(event)  # noqa: PERF401 (what came before the error)
     assert [event.sequence_number for event in seen] == [0, 1, 2, 3]
-    assert caught.value.partial is not None and caught.value.partial.id == seen[0].response.id
+    assert caught.value.partial is not None and partial_of(caught.value).id == seen[0].response.id
     assert stream.metrics.resumes == 0
 
 
@@ -120,18 +123,20 @@ async def test_each_break_takes_a_retry_of_the_budget(streamkit_server: ServerTh
         with pytest.raises(streamkit.ReadError) as caught:
             await stream.get_final_response()
     assert stream.metrics.resumes == 1  # the first break resumed, the second found no retry left
-    assert caught.value.partial is not None and caught.value.partial.status == "in_progress"
+    assert caught.value.partial is not None and partial_of(caught.value).status == "in_progress"
 
 
 @pytest.mark.parametrize("api", ["chat", "completions", "responses", "messages"])
 async def test_every_other_stream_fails_fast_on_a_cut(client: streamkit.AsyncClient, api: str) -> None:
-    body: dict[str, Any] = {
+    bodies: dict[str, dict[str, Any]] = {
         "chat": {"messages": [{"role": "user", "content": "hi"}]},
         "completions": {"prompt": "hi"},
         "responses": {"input": INPUT},  # not background: nothing to resume from
         "messages": {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 64},
-    }[api]
-    stream = await client.stream(api, {"model": MODEL, **body}, extra_headers=fault("cut=3"), timeout=SAFE)
+    }
+    stream = await client.stream(
+        api, {"model": MODEL, **bodies[api]}, extra_headers=fault("cut=3"), timeout=SAFE
+    )
     with pytest.raises(streamkit.ReadError) as caught:
         await stream.get_final()
     assert caught.value.partial is not None and stream.metrics.resumes == 0
@@ -144,7 +149,7 @@ async def test_retrieve_and_cancel(client: streamkit.AsyncClient, streamkit_serv
     )  # fmt: skip
     async with stream:
         first = await take(stream, 3)
-    response_id = first[0].response.id
+    response_id: Any = first[0].response.id
     # The stored response, as it stands, and its events after the second, read again
     now = await client.responses.retrieve(response_id)
     assert now.id == response_id and now.status == "in_progress"
@@ -168,7 +173,7 @@ async def test_retrieve_streams_a_finished_response_whole(
     first = await client.responses.create(
         model=MODEL, input=INPUT, stream=True, background=True, timeout=SAFE
     )
-    final = await first.get_final_response()
+    final: Any = await first.get_final_response()
     again = await client.responses.retrieve(final.id, stream=True, timeout=SAFE)
     replayed = await again.get_final_response()
     assert comparable(replayed, usage=True) == comparable(final, usage=True)
@@ -225,4 +230,4 @@ async def test_a_resume_the_server_refuses_raises_with_everything_received(
                 async for event in stream:
                     seen.append(event)  # noqa: PERF401 (what came before the error)
     assert [event.sequence_number for event in seen] == [0, 1, 2]
-    assert caught.value.partial is not None and caught.value.partial.id == seen[0].response.id
+    assert caught.value.partial is not None and partial_of(caught.value).id == seen[0].response.id

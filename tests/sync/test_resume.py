@@ -11,7 +11,7 @@ import pytest
 import streamkit
 from streamkit.server import ServerThread
 from tests.client.conftest import comparable
-from tests.client.test_resume import INPUT, front, stored_events
+from tests.client.test_resume import INPUT, front, partial_of, stored_events
 from tests.client.webapp import serving
 from tests.sync.conftest import MODEL, SAFE, fault
 
@@ -23,8 +23,8 @@ def test_a_cut_background_stream_resumes_with_nothing_lost_or_repeated(
     with client.responses.create(
         model=MODEL, input=INPUT, stream=True, background=True, extra_headers=fault(f"cut={cut}")
     ) as stream:
-        seen = list(stream)
-    final = stream.get_final_response()
+        seen: list[Any] = list(stream)
+    final: Any = stream.get_final_response()
     truth = stored_events(sync_server, final.id)
     assert [(e.sequence_number, e.type) for e in seen] == [(e["sequence_number"], e["type"]) for e in truth]
     whole = comparable(client.responses.create(model=MODEL, input=INPUT), usage=True)
@@ -42,7 +42,7 @@ def test_past_its_retries_a_stream_fails_with_everything_received(sync_server: S
             for event in stream:
                 seen.append(event)  # noqa: PERF402 (what came before the error)
     assert [e.sequence_number for e in seen] == [0, 1, 2, 3]
-    assert caught.value.partial is not None and caught.value.partial.id == seen[0].response.id
+    assert caught.value.partial is not None and partial_of(caught.value).id == seen[0].response.id
 
 
 def test_a_resume_the_server_refuses_raises_with_everything_received(sync_server: ServerThread) -> None:
@@ -65,11 +65,12 @@ def test_retrieve_and_cancel(client: streamkit.Client) -> None:
         extra_headers={"x-streamkit-timing": "itl=0.05,tokens=200"},
     )  # fmt: skip
     with stream:
-        first = [next(stream) for _ in range(3)]
-    response_id = first[0].response.id
+        first: list[Any] = [next(stream) for _ in range(3)]
+    response_id: Any = first[0].response.id
     assert client.responses.retrieve(response_id).status == "in_progress"
     with client.responses.retrieve(response_id, stream=True, starting_after=1) as again:
-        assert [next(again).sequence_number for _ in range(3)] == [2, 3, 4]
+        more: list[Any] = [next(again) for _ in range(3)]
+    assert [event.sequence_number for event in more] == [2, 3, 4]
     assert client.responses.cancel(response_id).status == "cancelled"
     assert client.responses.retrieve(response_id).status == "cancelled"
     with pytest.raises(streamkit.NotFoundError):
