@@ -598,7 +598,8 @@ class AsyncClient(_BaseClient):
         set to true. Raises as the typed `create` methods do, and KeyError for an unknown API name."""
         name = api if isinstance(api, str) else api.name
         stream_types = {t.api.name: t for t in Stream.__subclasses__()}  # one per API, in streamkit.streams
-        return await self._stream(stream_types[name], {**body, "stream": True}, options)
+        resumable = name == RESPONSES.name and bool(body.get("background"))  # as `responses.create`
+        return await self._stream(stream_types[name], {**body, "stream": True}, options, resumable)
 
     async def _whole(
         self, api: Api[Any, _FinalT], body: dict[str, object], options: _RequestOptions

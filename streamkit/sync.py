@@ -210,7 +210,8 @@ class Client(_BaseClient):
         """Stream a request of any API from its JSON body as it is; as `AsyncClient.stream`."""
         name = api if isinstance(api, str) else api.name
         stream_types = {t.api.name: t for t in SyncStream.__subclasses__()}  # one per API
-        return self._stream(stream_types[name], {**body, "stream": True}, options)
+        resumable = name == RESPONSES.name and bool(body.get("background"))  # as `responses.create`
+        return self._stream(stream_types[name], {**body, "stream": True}, options, resumable)
 
     def _whole(self, api: Api[Any, _FinalT], body: dict[str, object], options: _RequestOptions) -> _FinalT:
         """Send a request with `stream=False` and return the API's final object."""

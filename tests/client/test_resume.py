@@ -142,6 +142,40 @@ async def test_every_other_stream_fails_fast_on_a_cut(client: streamkit.AsyncCli
     assert caught.value.partial is not None and stream.metrics.resumes == 0
 
 
+async def test_a_plain_responses_stream_fails_fast_on_a_cut(client: streamkit.AsyncClient) -> None:
+    stream = await client.responses.create(
+        model=MODEL, input=INPUT, stream=True, timeout=SAFE, extra_headers=fault("cut=3")
+    )
+    with pytest.raises(streamkit.ReadError):
+        await stream.get_final_response()
+    assert stream.metrics.resumes == 0
+
+
+async def test_the_retries_before_the_first_byte_count_in_the_budget(
+    streamkit_server: ServerThread, transport: str
+) -> None:
+    # One retry: the first attempt's 500 takes it, so the cut that follows finds none left
+    spec = f"status=500:1,key=budget-{transport}-{id(object())},cut=4"
+    async with retrying(streamkit_server, transport, 1) as client:
+        stream = await client.responses.create(
+            model=MODEL, input=INPUT, stream=True, background=True, timeout=SAFE, extra_headers=fault(spec)
+        )
+        assert stream.metrics.attempts == 2
+        with pytest.raises(streamkit.ReadError):
+            await stream.get_final_response()
+    assert stream.metrics.resumes == 0
+
+
+async def test_client_stream_resumes_a_background_body_too(
+    client: streamkit.AsyncClient, streamkit_server: ServerThread
+) -> None:
+    body = {"model": MODEL, "input": INPUT, "background": True}
+    stream = await client.stream("responses", body, extra_headers=fault("cut=5"), timeout=SAFE)
+    final: Any = await stream.get_final()
+    assert stream.metrics.resumes == 1 and final.status == "completed"
+    assert stream.metrics.chunks == len(stored_events(streamkit_server, final.id))
+
+
 async def test_retrieve_and_cancel(client: streamkit.AsyncClient, streamkit_server: ServerThread) -> None:
     stream = await client.responses.create(
         model=MODEL, input=INPUT, stream=True, background=True, timeout=SAFE,
@@ -180,10 +214,11 @@ async def test_retrieve_streams_a_finished_response_whole(
     assert len(again.metrics.arrivals) == len(stored_events(streamkit_server, final.id))
 
 
-def front(server: ServerThread, cut_after: int, resume_status: int) -> web.Application:
+def front(server: ServerThread, cut_after: int, resume_status: int, shift: int = 0) -> web.Application:
     """A server in front of the built-in one: its POST streams the built-in server's first `cut_after`
     events, as they came, and then breaks the connection; every GET (a resume) gets `resume_status` and
-    OpenAI's error body."""
+    OpenAI's error body, or for 200, the built-in server's stored events after `starting_after + shift`
+    (a negative shift repeats events, a positive one skips some)."""
 
     async def create(request: web.Request) -> web.StreamResponse:
         upstream = urllib.request.Request(
@@ -200,7 +235,16 @@ def front(server: ServerThread, cut_after: int, resume_status: int) -> web.Appli
         request.transport.abort()
         return response
 
-    async def resume(request: web.Request) -> web.Response:
+    async def resume(request: web.Request) -> web.StreamResponse:
+        if resume_status == 200:
+            after = int(request.query["starting_after"]) + shift
+            events = stored_events(server, request.match_info["id"])
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            for event in events[after + 1 :]:
+                await response.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+            await response.write_eof()
+            return response
         error = {"message": "Response with id 'x' not found.", "type": "invalid_request_error", "param": None}
         return web.json_response({"error": {**error, "code": None}}, status=resume_status)
 
@@ -231,3 +275,35 @@ async def test_a_resume_the_server_refuses_raises_with_everything_received(
                     seen.append(event)  # noqa: PERF401 (what came before the error)
     assert [event.sequence_number for event in seen] == [0, 1, 2]
     assert caught.value.partial is not None and partial_of(caught.value).id == seen[0].response.id
+
+
+async def test_events_a_resume_repeats_are_dropped(streamkit_server: ServerThread, transport: str) -> None:
+    kind: Any = transport
+    with serving(("127.0.0.1", front(streamkit_server, 6, 200, shift=-3))) as (port,):
+        async with streamkit.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test", transport=kind
+        ) as client:
+            stream = await client.responses.create(
+                model=MODEL, input=INPUT, stream=True, background=True, timeout=SAFE
+            )
+            seen: list[Any] = [event async for event in stream]
+            final: Any = stream.snapshot
+    truth = stored_events(streamkit_server, final.id)
+    assert [event.sequence_number for event in seen] == [e["sequence_number"] for e in truth]
+    assert stream.completed and stream.metrics.resumes == 1
+
+
+async def test_a_gap_in_the_sequence_is_an_error(streamkit_server: ServerThread, transport: str) -> None:
+    kind: Any = transport
+    with serving(("127.0.0.1", front(streamkit_server, 6, 200, shift=2))) as (port,):
+        async with streamkit.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test", transport=kind
+        ) as client:
+            stream = await client.responses.create(
+                model=MODEL, input=INPUT, stream=True, background=True, timeout=SAFE
+            )
+            seen: list[Any] = []
+            with pytest.raises(streamkit.ProtocolError, match="events 6 to 7 are missing"):
+                async for event in stream:
+                    seen.append(event)  # noqa: PERF401 (what came before the error)
+    assert [event.sequence_number for event in seen] == [0, 1, 2, 3, 4, 5]
