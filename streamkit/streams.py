@@ -43,7 +43,7 @@ from streamkit.errors import (
     StreamkitError,
     TotalTimeout,
 )
-from streamkit.protocols.base import COUNTED, END, ERROR, TOKEN, Accumulator, Api, Model
+from streamkit.protocols.base import COUNTED, END, ERROR, TOKEN, Accumulator, Api, Model, UnknownEvent
 from streamkit.protocols.chat import CHAT, ChatCompletion, ChatCompletionChunk
 from streamkit.protocols.completions import COMPLETIONS, Completion, CompletionChunk
 from streamkit.protocols.messages import MESSAGES, Message, MessageEvent
@@ -445,7 +445,10 @@ class _Reader(Generic[ItemT, FinalT]):
         def decode(raw: bytes, event: str) -> ItemT | None:
             item = inner(raw, event)
             sequence = getattr(item, "sequence_number", None)
-            if sequence is None:
+            if sequence is None and isinstance(item, UnknownEvent):  # a type that came after this version
+                data = item.data
+                sequence = data.get("sequence_number") if isinstance(data, dict) else None
+            if not isinstance(sequence, int):
                 return item
             after = self._after
             if after is not None:

@@ -127,6 +127,30 @@ def test_responses(server: ServerThread, claude: ServerThread, env: dict[str, st
     assert claude.stats.requests == sent_to_claude  # the Responses API is OpenAI's
 
 
+@pytest.fixture(scope="module")
+def background_server() -> Iterator[ServerThread]:
+    """The server of the long-running recipe: answers of 40 tokens, 20 ms apart, so that a cancel lands
+    before the end."""
+    config = ServerConfig(any_model=True, api_key="sk-docs", timing=Timing(itl=0.02, tokens=40))
+    with ServerThread(config) as server:
+        yield server
+
+
+@pytest.mark.parametrize("example", ["background.py", "background_sync.py"])
+def test_background(background_server: ServerThread, env: dict[str, str], example: str) -> None:
+    lines = run_example(example, {**env, "OPENAI_BASE_URL": background_server.base_url}).stdout.splitlines()
+    assert len(lines) == 4, lines
+    text, final, stored, cancelled = lines
+    assert text.strip()
+    assert final.startswith("status=completed resumes=0 outage=0.000s")
+    for created in list(background_server.stats.bodies)[-2:]:  # the two background streams
+        assert created["background"] is True and created["stream"] is True
+    assert stored.startswith("retrieved status=completed; replayed ") and stored.endswith(
+        " events, the last response.completed"
+    )
+    assert cancelled == "cancelled status=cancelled"
+
+
 @pytest.mark.parametrize("example", ["messages.py", "messages_sync.py"])
 def test_messages(server: ServerThread, claude: ServerThread, env: dict[str, str], example: str) -> None:
     sent_to_openai = server.stats.requests

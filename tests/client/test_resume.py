@@ -214,11 +214,14 @@ async def test_retrieve_streams_a_finished_response_whole(
     assert len(again.metrics.arrivals) == len(stored_events(streamkit_server, final.id))
 
 
-def front(server: ServerThread, cut_after: int, resume_status: int, shift: int = 0) -> web.Application:
+def front(
+    server: ServerThread, cut_after: int, resume_status: int, shift: int = 0, novel: tuple[int, ...] = ()
+) -> web.Application:
     """A server in front of the built-in one: its POST streams the built-in server's first `cut_after`
     events, as they came, and then breaks the connection; every GET (a resume) gets `resume_status` and
     OpenAI's error body, or for 200, the built-in server's stored events after `starting_after + shift`
-    (a negative shift repeats events, a positive one skips some)."""
+    (a negative shift repeats events, a positive one skips some), those numbered in `novel` as an event type
+    that streamkit does not know."""
 
     async def create(request: web.Request) -> web.StreamResponse:
         upstream = urllib.request.Request(
@@ -242,6 +245,8 @@ def front(server: ServerThread, cut_after: int, resume_status: int, shift: int =
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)
             for event in events[after + 1 :]:
+                if event["sequence_number"] in novel:
+                    event = {**event, "type": "response.novel_event"}
                 await response.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
             await response.write_eof()
             return response
@@ -290,6 +295,27 @@ async def test_events_a_resume_repeats_are_dropped(streamkit_server: ServerThrea
             final: Any = stream.snapshot
     truth = stored_events(streamkit_server, final.id)
     assert [event.sequence_number for event in seen] == [e["sequence_number"] for e in truth]
+    assert stream.completed and stream.metrics.resumes == 1
+
+
+async def test_events_of_unknown_types_are_numbered_too(
+    streamkit_server: ServerThread, transport: str
+) -> None:
+    """A repeated event of a type this version does not know is dropped as any other; a new one counts."""
+    kind: Any = transport
+    with serving(("127.0.0.1", front(streamkit_server, 6, 200, shift=-3, novel=(4, 7)))) as (port,):
+        async with streamkit.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test", transport=kind
+        ) as client:
+            stream = await client.responses.create(
+                model=MODEL, input=INPUT, stream=True, background=True, timeout=SAFE
+            )
+            seen: list[Any] = [event async for event in stream]
+    assert [event.type for event in seen][:9] == [
+        *(e["type"] for e in stored_events(streamkit_server, seen[0].response.id)[:7]),
+        "response.novel_event",
+        stored_events(streamkit_server, seen[0].response.id)[8]["type"],
+    ]
     assert stream.completed and stream.metrics.resumes == 1
 
 
