@@ -18,6 +18,8 @@ import pytest
 
 from streamkit.bench import RequestRecord, Slo, summarize
 from streamkit.bench import cli as bench_cli
+from streamkit.bench.report import flags
+from streamkit.bench.runner import RunResult
 from streamkit.bench.sweep import capacity, sweep_result
 from streamkit.server import ServerConfig, ServerThread, Timing
 
@@ -80,6 +82,21 @@ def test_the_capacity_is_the_highest_level_that_met_the_fraction() -> None:
     assert capacity(runs[3:], "max_concurrency", 0.99) is None
     sweep = sweep_result(runs, "concurrency", None, 0.99)
     assert sweep["capacity"] is None and sweep["levels"] == [1, 2, 4, 8]  # no targets, no capacity
+
+
+@pytest.mark.parametrize(("lag", "whose"), [(0.001, "server"), (0.050, "client")])
+def test_the_coalesced_reads_flag_says_whose_they_were(lag: float, whose: str) -> None:
+    """Half the token gaps inside one read: on time, the server sent them together, and more workers would
+    change nothing; late, the client read them late, and --workers is the remedy."""
+    records = [record(0.1, gap=gap, tokens=5) for gap in (0.0, 0.01)]  # 4 of 8 gaps are 0
+    records[0].token_times = [0.1, 0.1, 0.12, 0.12, 0.14]
+    result = RunResult(records, 1.0, 0.0, lag=[lag] * 100)
+    found = [flag for flag in flags(result, summarize(records, 1.0), True) if "inside one read" in flag]
+    assert len(found) == 1
+    if whose == "server":
+        assert "the server sent those tokens together" in found[0] and "use --workers" not in found[0]
+    else:
+        assert "the client read late" in found[0] and found[0].endswith("use --workers")
 
 
 # The command
