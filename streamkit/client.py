@@ -385,6 +385,10 @@ class _BaseClient:
         path = f"/responses/{quote(response_id, safe='')}"
         return self._build("openai", path, None, {**options, "extra_query": query}, stream=stream)
 
+    def _cancel_request(self, response_id: str, options: _GetOptions) -> tuple[Request, Timeout]:
+        """`POST /responses/{id}/cancel`, with no parameters."""
+        return self._build("openai", f"/responses/{quote(response_id, safe='')}/cancel", {}, options)
+
     def _redirected(self, request: Request, status: int, location: str) -> Request:
         """The request that a redirect to `location` asks for, without credentials if it goes to another
         origin. Raises `ProtocolError` where `location` is not an http(s) URL."""
@@ -1166,10 +1170,8 @@ class Responses:
         """Cancel a background response (`POST /responses/{id}/cancel`) and return it as it stands, its
         `status` `cancelled`. Its stream, if one is read, ends. Raises `NotFoundError` for an unknown id and
         the `BadRequestError` of one that is not background, and as `create` does."""
-        client = self._client
-        path = f"/responses/{quote(response_id, safe='')}/cancel"
-        request, timeout = client._build("openai", path, {}, options)
-        return await client._body(request, timeout, RESPONSES.final_from_json)
+        request, timeout = self._client._cancel_request(response_id, options)
+        return await self._client._body(request, timeout, RESPONSES.final_from_json)
 
 
 class Messages:

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from time import monotonic, perf_counter
 from typing import Any, Literal, TypeVar, Unpack, overload
-from urllib.parse import quote
 
 from streamkit.client import (
     ERROR_BODY_LIMIT,
@@ -517,10 +516,8 @@ class Responses:
 
     def cancel(self, response_id: str, **options: Unpack[_GetOptions]) -> Response:
         """Cancel a background response and return it; as `AsyncClient.responses.cancel`."""
-        client = self._client
-        path = f"/responses/{quote(response_id, safe='')}/cancel"
-        request, timeout = client._build("openai", path, {}, options)
-        return client._body(request, timeout, RESPONSES.final_from_json)
+        request, timeout = self._client._cancel_request(response_id, options)
+        return self._client._body(request, timeout, RESPONSES.final_from_json)
 
 
 class Messages:

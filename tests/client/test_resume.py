@@ -7,8 +7,10 @@ and the events it stored, read over raw HTTP (`stored_events`), never from the c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.request
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -89,6 +91,17 @@ def retrying(server: ServerThread, transport: str, max_retries: int) -> streamki
     return streamkit.AsyncClient(
         base_url=server.base_url, api_key="sk-test", transport=kind, max_retries=max_retries
     )
+
+
+@contextlib.asynccontextmanager
+async def fronted(app: web.Application, transport: str) -> AsyncIterator[streamkit.AsyncClient]:
+    """A client of `app`, served in front of the built-in server (`front`)."""
+    kind: Any = transport
+    with serving(("127.0.0.1", app)) as (port,):
+        async with streamkit.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test", transport=kind
+        ) as client:
+            yield client
 
 
 async def take(stream: streamkit.ResponseStream, n: int) -> list[Any]:
@@ -265,34 +278,25 @@ def front(
 async def test_a_resume_the_server_refuses_raises_with_everything_received(
     streamkit_server: ServerThread, transport: str, status: int, error: type[streamkit.APIStatusError]
 ) -> None:
-    with serving(("127.0.0.1", front(streamkit_server, 3, status))) as (port,):
-        async with streamkit.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}/v1",
-            api_key="sk-test",
-            transport=transport,  # type: ignore[arg-type]
-        ) as client:
-            stream = await client.responses.create(
-                model=MODEL, input=INPUT, stream=True, background=True, timeout=SAFE
-            )
-            seen: list[Any] = []
-            with pytest.raises(error) as caught:
-                async for event in stream:
-                    seen.append(event)  # noqa: PERF401 (what came before the error)
+    async with fronted(front(streamkit_server, 3, status), transport) as client:
+        stream = await client.responses.create(
+            model=MODEL, input=INPUT, stream=True, background=True, timeout=SAFE
+        )
+        seen: list[Any] = []
+        with pytest.raises(error) as caught:
+            async for event in stream:
+                seen.append(event)  # noqa: PERF401 (what came before the error)
     assert [event.sequence_number for event in seen] == [0, 1, 2]
     assert caught.value.partial is not None and partial_of(caught.value).id == seen[0].response.id
 
 
 async def test_events_a_resume_repeats_are_dropped(streamkit_server: ServerThread, transport: str) -> None:
-    kind: Any = transport
-    with serving(("127.0.0.1", front(streamkit_server, 6, 200, shift=-3))) as (port,):
-        async with streamkit.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test", transport=kind
-        ) as client:
-            stream = await client.responses.create(
-                model=MODEL, input=INPUT, stream=True, background=True, timeout=SAFE
-            )
-            seen: list[Any] = [event async for event in stream]
-            final: Any = stream.snapshot
+    async with fronted(front(streamkit_server, 6, 200, shift=-3), transport) as client:
+        stream = await client.responses.create(
+            model=MODEL, input=INPUT, stream=True, background=True, timeout=SAFE
+        )
+        seen: list[Any] = [event async for event in stream]
+        final: Any = stream.snapshot
     truth = stored_events(streamkit_server, final.id)
     assert [event.sequence_number for event in seen] == [e["sequence_number"] for e in truth]
     assert stream.completed and stream.metrics.resumes == 1
@@ -302,15 +306,11 @@ async def test_events_of_unknown_types_are_numbered_too(
     streamkit_server: ServerThread, transport: str
 ) -> None:
     """A repeated event of a type this version does not know is dropped as any other; a new one counts."""
-    kind: Any = transport
-    with serving(("127.0.0.1", front(streamkit_server, 6, 200, shift=-3, novel=(4, 7)))) as (port,):
-        async with streamkit.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test", transport=kind
-        ) as client:
-            stream = await client.responses.create(
-                model=MODEL, input=INPUT, stream=True, background=True, timeout=SAFE
-            )
-            seen: list[Any] = [event async for event in stream]
+    async with fronted(front(streamkit_server, 6, 200, shift=-3, novel=(4, 7)), transport) as client:
+        stream = await client.responses.create(
+            model=MODEL, input=INPUT, stream=True, background=True, timeout=SAFE
+        )
+        seen: list[Any] = [event async for event in stream]
     assert [event.type for event in seen][:9] == [
         *(e["type"] for e in stored_events(streamkit_server, seen[0].response.id)[:7]),
         "response.novel_event",
@@ -320,16 +320,12 @@ async def test_events_of_unknown_types_are_numbered_too(
 
 
 async def test_a_gap_in_the_sequence_is_an_error(streamkit_server: ServerThread, transport: str) -> None:
-    kind: Any = transport
-    with serving(("127.0.0.1", front(streamkit_server, 6, 200, shift=2))) as (port,):
-        async with streamkit.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test", transport=kind
-        ) as client:
-            stream = await client.responses.create(
-                model=MODEL, input=INPUT, stream=True, background=True, timeout=SAFE
-            )
-            seen: list[Any] = []
-            with pytest.raises(streamkit.ProtocolError, match="events 6 to 7 are missing"):
-                async for event in stream:
-                    seen.append(event)  # noqa: PERF401 (what came before the error)
+    async with fronted(front(streamkit_server, 6, 200, shift=2), transport) as client:
+        stream = await client.responses.create(
+            model=MODEL, input=INPUT, stream=True, background=True, timeout=SAFE
+        )
+        seen: list[Any] = []
+        with pytest.raises(streamkit.ProtocolError, match="events 6 to 7 are missing"):
+            async for event in stream:
+                seen.append(event)  # noqa: PERF401 (what came before the error)
     assert [event.sequence_number for event in seen] == [0, 1, 2, 3, 4, 5]
